@@ -142,5 +142,3 @@ def seconds_of(value: float | timedelta, *, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds or a timedelta, got {value!r}")
     return float(value)
-
-
