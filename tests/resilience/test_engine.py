@@ -1,0 +1,309 @@
+"""Tests for the retry engine's decisions."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from resilience.breaker import CircuitState
+from resilience.budget import RetryBudget
+from resilience.clock import FakeClock
+from resilience.engine import Priority, RetryEngine
+from resilience.errors import ConfigurationError
+from resilience.policy import DEFAULT_POLICIES, RetryPolicy, default_policy
+from resilience.taxonomy import Classification, FailureType, profile
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+DB = FailureType.TRANSIENT_DATABASE
+RATE = FailureType.TRANSIENT_RATE_LIMIT
+NET = FailureType.TRANSIENT_NETWORK
+
+# 10 s, 20 s, 40 s, 80 s: exact numbers, so adaptations are visible.
+EXACT = RetryPolicy(
+    max_retries=4, initial_delay=10, strategy="exponential", factor=2, max_delay=1000, jitter="none"
+)
+NOON = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
+NIGHT = datetime(2026, 6, 1, 2, 0, tzinfo=UTC).timestamp()
+
+
+def fixed(
+    failure_type: FailureType, *, retry_after: float | None = None
+) -> Callable[[BaseException, Mapping[str, object] | None], Classification]:
+    """A classifier that files every exception under ``failure_type``."""
+    prof = profile(failure_type)
+
+    def classifier(exc: BaseException, context: Mapping[str, object] | None = None) -> Classification:
+        return Classification(
+            failure_type=failure_type,
+            confidence=1.0,
+            remediation=prof.remediation,
+            remediation_details=prof.remediation_details,
+            retry_recommended=prof.retry_recommended,
+            retry_delay_seconds=prof.retry_delay_seconds,
+            retry_after=retry_after,
+            alert_level=prof.alert_level,
+            evidence=f"test classifier: {failure_type}",
+        )
+
+    return classifier
+
+
+def engine(failure_type: FailureType = DB, **kwargs: object) -> RetryEngine:
+    """An engine with exact (jitter-free) policies and a fake clock at a quiet hour."""
+    kwargs.setdefault("clock", FakeClock(start=NIGHT))
+    kwargs.setdefault("policies", {failure_type: EXACT})
+    kwargs.setdefault("classifier", fixed(failure_type))
+    return RetryEngine(**kwargs)  # type: ignore[arg-type]
+
+
+def test_retries_follow_the_policy_then_stop() -> None:
+    """Retries 1..max get the policy's delays; the next failure gives up with delay None."""
+    e = engine()
+    delays = [e.decide("charge", RuntimeError(), n).delay for n in range(4)]
+    assert delays == [10, 20, 40, 80]
+    last = e.decide("charge", RuntimeError(), 4)
+    assert (last.retry, last.delay, last.eta) == (False, None, None)
+    assert "retries exhausted (4 of 4 made)" in last.reason
+
+
+def test_decision_carries_eta_classification_and_policy() -> None:
+    """A decision says when, why, what failed and which policy applied."""
+    e = engine()
+    d = e.decide("charge", RuntimeError(), 1)
+    assert d.retry and d.retry_number == 2
+    assert d.eta == NIGHT + 20
+    assert d.classification.failure_type is DB
+    assert d.policy == EXACT
+    assert d.reason == "TRANSIENT_DATABASE: retry 2 of 4 in 20s"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.retry = False  # type: ignore[misc]
+
+
+def test_permanent_failures_are_not_retried() -> None:
+    """A type whose profile says no retry gives up at once with the remediation."""
+    e = engine(FailureType.PERMANENT_VALIDATION, policies={})
+    d = e.decide("charge", ValueError("bad amount"), 0)
+    assert not d.retry
+    assert d.delay is None
+    assert "PERMANENT_VALIDATION is not retried" in d.reason
+    assert profile(FailureType.PERMANENT_VALIDATION).remediation_details in d.reason
+
+
+def test_real_classifier_drives_the_default_engine() -> None:
+    """With no overrides, a refused connection retries and a ValueError does not."""
+    e = RetryEngine(clock=FakeClock(start=NIGHT), rng=random.Random(1))
+    refused = e.decide("t", ConnectionRefusedError(111, "Connection refused"), 0)
+    assert refused.retry
+    assert refused.classification.failure_type is NET
+    low, high = default_policy(NET).envelope(1)
+    assert refused.delay is not None
+    assert low <= refused.delay <= high
+    assert not e.decide("t", ValueError("invalid order id 14290"), 0).retry
+
+
+def test_high_success_history_shortens_delays_without_drift() -> None:
+    """Over 80 % past success -> delays x0.7, the same on every call (no compounding)."""
+    e = engine()
+    for _ in range(10):
+        e.record_outcome("charge", success=True, retry_count=1, failure_type=DB)
+    first = e.decide("charge", RuntimeError(), 0)
+    for _ in range(5):
+        again = e.decide("charge", RuntimeError(), 0)
+    assert first.delay == again.delay == pytest.approx(7.0)
+    assert "delays x0.7 as 100% of 10 past retries succeeded" in first.reason
+    assert e.policy_for(DB) == EXACT
+
+
+def test_low_success_history_waits_longer_and_gives_up_sooner() -> None:
+    """Under 30 % past success -> delays x1.5 and one retry fewer."""
+    e = engine()
+    for _ in range(10):
+        e.record_outcome("charge", success=False, retry_count=1, failure_type=DB)
+    d = e.decide("charge", RuntimeError(), 0)
+    assert d.delay == pytest.approx(15.0)
+    assert d.policy.max_retries == 3
+    assert not e.decide("charge", RuntimeError(), 3).retry
+
+
+def test_low_success_never_drops_below_one_retry() -> None:
+    """A retryable type keeps at least one retry however bad its history."""
+    one = dataclasses.replace(EXACT, max_retries=1)
+    e = engine(policies={DB: one})
+    for _ in range(20):
+        e.record_outcome("charge", success=False, retry_count=1, failure_type=DB)
+    assert e.decide("charge", RuntimeError(), 0).retry
+
+
+def test_history_needs_ten_outcomes() -> None:
+    """Nine outcomes are not enough to adapt."""
+    e = engine()
+    for _ in range(9):
+        e.record_outcome("charge", success=True, retry_count=1, failure_type=DB)
+    assert e.decide("charge", RuntimeError(), 0).delay == 10
+
+
+def test_default_policies_are_never_mutated() -> None:
+    """Adapting under load many times leaves the shared defaults exactly as they were."""
+    before = dict(DEFAULT_POLICIES)
+    e = RetryEngine(clock=FakeClock(start=NIGHT), queue_depth=lambda q: 500, classifier=fixed(DB))
+    for _ in range(50):
+        e.decide("charge", RuntimeError(), 0)
+    assert dict(DEFAULT_POLICIES) == before
+
+
+def test_queue_load_stretches_delays() -> None:
+    """A queue deeper than the threshold makes delays x1.3; the queue name is passed on."""
+    seen: list[str | None] = []
+
+    def depth(queue: str | None) -> int:
+        seen.append(queue)
+        return 150 if queue == "busy" else 5
+
+    e = engine(queue_depth=depth)
+    assert e.decide("t", RuntimeError(), 0, queue="busy").delay == pytest.approx(13.0)
+    assert e.decide("t", RuntimeError(), 0, queue="idle").delay == 10
+    assert seen == ["busy", "idle"]
+
+
+def test_retry_after_wins_and_is_capped() -> None:
+    """A Retry-After from the server replaces the policy delay, up to max_retry_after."""
+    e = engine(RATE, classifier=fixed(RATE, retry_after=42), policies={RATE: EXACT})
+    d = e.decide("sync", RuntimeError(), 0)
+    assert d.delay == 42
+    assert "as the server asked (Retry-After 42s)" in d.reason
+    capped = engine(RATE, classifier=fixed(RATE, retry_after=10**6), max_retry_after=3600)
+    d = capped.decide("sync", RuntimeError(), 0)
+    assert d.delay == 3600
+    assert "capped at 3600s" in d.reason
+
+
+def test_budget_exhaustion_stops_retries() -> None:
+    """When the retry budget is spent the decision is no retry, and says why."""
+    clock = FakeClock(start=NIGHT)
+    budget = RetryBudget(ratio=0.0, window=60, min_retries=2, clock=clock)
+    e = engine(budget=budget, clock=clock)
+    assert [e.decide("t", RuntimeError(), 0).retry for _ in range(3)] == [True, True, False]
+    d = e.decide("t", RuntimeError(), 0)
+    assert "retry budget exhausted for t" in d.reason
+
+
+def test_first_attempts_fill_the_budget() -> None:
+    """Successful first attempts recorded via record_outcome earn retries."""
+    clock = FakeClock(start=NIGHT)
+    budget = RetryBudget(ratio=0.5, window=60, min_retries=0, clock=clock)
+    e = engine(budget=budget, clock=clock)
+    for _ in range(3):
+        e.record_outcome("t", success=True, retry_count=0)
+    # 3 successes + 2 failed first attempts = 5 first attempts -> 2.5 retries allowed
+    assert [e.decide("t", RuntimeError(), 0).retry for _ in range(3)] == [True, True, False]
+
+
+def test_open_breaker_pushes_retry_to_next_probe() -> None:
+    """Once the dependency's breaker opens, the retry waits at least until its probe."""
+    clock = FakeClock(start=NIGHT)
+    policy = dataclasses.replace(EXACT, max_retries=10)
+    e = engine(
+        FailureType.EXTERNAL_API_DOWN,
+        clock=clock,
+        policies={FailureType.EXTERNAL_API_DOWN: policy},
+        classifier=fixed(FailureType.EXTERNAL_API_DOWN),
+    )
+    breaker = e.breaker("payments-api")
+    for _ in range(breaker.failure_threshold - 1):
+        d = e.decide("charge", ConnectionResetError(), 0, dependency="payments-api")
+        assert d.breaker_state is CircuitState.CLOSED
+        assert d.delay == 10
+    d = e.decide("charge", ConnectionResetError(), 0, dependency="payments-api")
+    assert d.breaker_state is CircuitState.OPEN
+    assert d.delay == pytest.approx(breaker.seconds_until_probe())
+    assert d.delay is not None
+    assert d.delay > 10
+    assert "waits for breaker 'payments-api' to probe" in d.reason
+
+
+def test_success_closes_the_loop_through_record_outcome() -> None:
+    """record_outcome with a dependency feeds a success to its breaker and history."""
+    e = engine()
+    e.record_outcome("charge", success=True, retry_count=2, failure_type=DB, dependency="db")
+    stats = e.statistics("charge")
+    assert stats.by_type[DB].successes == 1
+    assert e.breaker("db").state is CircuitState.CLOSED
+
+
+def test_low_priority_retry_in_peak_hours_waits_for_off_peak() -> None:
+    """A low-priority retry due at 10:30 local is deferred to 18:00 local, minutes included."""
+    paris = ZoneInfo("Europe/Paris")
+    now = datetime(2026, 6, 1, 10, 29, 50, tzinfo=paris).timestamp()
+    e = engine(clock=FakeClock(start=now), timezone="Europe/Paris")
+    d = e.decide("report", RuntimeError(), 0, priority="low")
+    assert d.eta == datetime(2026, 6, 1, 18, 0, tzinfo=paris).timestamp()
+    assert "deferred to off-peak 2026-06-01 18:00 CEST (low priority" in d.reason
+    normal = e.decide("report", RuntimeError(), 0, priority=Priority.NORMAL)
+    assert normal.delay == 10
+
+
+def test_deferral_keeps_minutes() -> None:
+    """A retry due at 17:45 waits 15 minutes for 18:00, not whole hours."""
+    now = datetime(2026, 6, 1, 17, 44, 50, tzinfo=UTC).timestamp()
+    e = engine(clock=FakeClock(start=now))
+    d = e.decide("report", RuntimeError(), 0, priority="low")
+    assert d.delay == pytest.approx(15 * 60 + 10)
+
+
+def test_peak_window_may_wrap_midnight() -> None:
+    """With peak hours 22-06, a retry due at 23:00 waits until 06:00 the next day."""
+    now = datetime(2026, 6, 1, 22, 59, 50, tzinfo=UTC).timestamp()
+    e = engine(clock=FakeClock(start=now), peak_hours=(22, 6))
+    d = e.decide("report", RuntimeError(), 0, priority="low")
+    assert d.eta == datetime(2026, 6, 2, 6, 0, tzinfo=UTC).timestamp()
+
+
+def test_off_peak_retry_is_not_deferred() -> None:
+    """A low-priority retry due outside peak hours keeps its delay."""
+    e = engine(clock=FakeClock(start=NIGHT))
+    assert e.decide("report", RuntimeError(), 0, priority="low").delay == 10
+
+
+def test_critical_may_not_be_deferred() -> None:
+    """Configuring critical retries to be deferred is refused."""
+    with pytest.raises(ConfigurationError, match="critical") as info:
+        RetryEngine(defer_priorities=("low", "critical"))
+    assert info.value.key == "defer_priorities"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"peak_hours": (9, 9)}, "peak_hours"),
+        ({"peak_hours": (9, 24)}, "peak_hours"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"max_retry_after": -1}, "max_retry_after"),
+    ],
+)
+def test_bad_engine_settings_name_the_field(kwargs: dict[str, object], key: str) -> None:
+    """Invalid engine settings raise ConfigurationError naming the setting."""
+    with pytest.raises(ConfigurationError) as info:
+        RetryEngine(**kwargs)  # type: ignore[arg-type]
+    assert info.value.key == key
+
+
+def test_context_with_none_values_does_not_crash() -> None:
+    """None and odd context values reach the classifier without breaking the decision."""
+    e = RetryEngine(clock=FakeClock(start=NIGHT))
+    d = e.decide(
+        "t", TimeoutError("timed out"), 0, context={"task_name": None, "queue": None, "x": object()}
+    )
+    assert d.classification.failure_type in set(FailureType)
+
+
+def test_negative_retry_count_is_refused() -> None:
+    """A negative retry count is a caller bug and named as such."""
+    with pytest.raises(ConfigurationError, match="retry_count"):
+        engine().decide("t", RuntimeError(), -1)
