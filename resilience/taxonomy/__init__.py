@@ -6,7 +6,8 @@ See ``docs/taxonomy.md``.
 from __future__ import annotations
 
 from resilience.taxonomy._classification import Classification
-from resilience.taxonomy._classifier import classify
+from resilience.taxonomy._classifier import Classifier, classify, register_rule
+from resilience.taxonomy._rules import Rule, RuleHandle
 from resilience.taxonomy._vocabulary import (
     PROFILES,
     AlertLevel,
@@ -22,9 +23,13 @@ __all__ = [
     "AlertLevel",
     "Category",
     "Classification",
+    "Classifier",
     "FailureProfile",
     "FailureType",
     "Remediation",
+    "Rule",
+    "RuleHandle",
     "classify",
     "profile",
+    "register_rule",
 ]
