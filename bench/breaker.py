@@ -11,6 +11,7 @@ holds a lock across the call serialises them (8 x 50 ms).
 from __future__ import annotations
 
 import statistics
+import sys
 import threading
 import time
 import timeit
@@ -22,8 +23,10 @@ from resilience.breaker import CircuitBreaker
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-NUMBER = 100_000
-REPEAT = 7
+# `--quick` runs a few iterations only: a smoke test that the bench still works, not a measurement.
+QUICK = "--quick" in sys.argv[1:]
+NUMBER = 1_000 if QUICK else 100_000
+REPEAT = 2 if QUICK else 7
 THREADS = 8
 NAP = 0.05
 
