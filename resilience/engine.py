@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
 
     from resilience.budget import RetryBudget
+    from resilience.storage.base import Store
 
 __all__ = ["Priority", "RetryDecision", "RetryEngine"]
 
@@ -78,6 +79,10 @@ class RetryEngine:
 
     Args:
         policies: per-type policies that replace :func:`default_policy` for those types.
+        store: a shared store (``open_store(url)``): the history counts outcomes in
+            ``store.outcomes`` and the default breakers keep their state in
+            ``store.breakers``, so every worker on the store learns and trips together.
+            ``None`` keeps both in this process.
         classifier: turns an exception into a :class:`Classification`.
         history: retry outcomes per (task, type); in memory by default.
         budget: the retry budget; ``None`` disables it.
@@ -103,6 +108,7 @@ class RetryEngine:
         self,
         *,
         policies: Mapping[FailureType, RetryPolicy] | None = None,
+        store: Store | None = None,
         classifier: Callable[..., Classification] = classify,
         history: OutcomeHistory | None = None,
         budget: RetryBudget | None = None,
@@ -118,7 +124,10 @@ class RetryEngine:
     ) -> None:
         self._policies = MappingProxyType(dict(policies or {}))
         self._classifier = classifier
-        self.history = history if history is not None else OutcomeHistory()
+        self._store = store
+        if history is None:
+            history = OutcomeHistory(None if store is None else store.outcomes, clock=clock)
+        self.history = history
         self.budget = budget
         self._queue_depth = queue_depth
         self.load_threshold = load_threshold
@@ -368,13 +377,15 @@ class RetryEngine:
         return off_peak.timestamp(), note
 
     def _default_breaker(self, dependency: str, policy: RetryPolicy) -> CircuitBreaker:
+        shared = None if self._store is None else self._store.breakers
         settings = policy.breaker
         if settings is None:
-            return CircuitBreaker(dependency, clock=self._clock)
+            return CircuitBreaker(dependency, store=shared, clock=self._clock)
         return CircuitBreaker(
             dependency,
             failure_threshold=settings.failure_threshold,
             reset_timeout=settings.reset_timeout,
+            store=shared,
             clock=self._clock,
         )
 

@@ -2,9 +2,14 @@
 
 The tree::
 
-    ResilienceError                      root: catch this to catch anything of ours
-    ├── ConfigurationError(ValueError)   bad setting, policy field, rule or URL (.key, .value)
-    └── CircuitOpenError                 a breaker refused the call (.breaker, .retry_after)
+    ResilienceError                        root: catch this to catch anything of ours
+    ├── ConfigurationError(ValueError)     bad setting, policy field, rule or URL (.key, .value)
+    ├── CircuitOpenError                   a breaker refused the call (.breaker, .retry_after)
+    ├── StorageUnavailable(ConnectionError) a store's server cannot be reached (.store, .role)
+    ├── IdempotencyError                   an idempotency key cannot be claimed (.key)
+    │   ├── IdempotencyInProgress          another run holds the key (.retry_after)
+    │   └── IdempotencyKeyMismatch(ValueError)  same key, different payload (.key)
+    └── DeadLetterConflict                 a dead letter's status changed under us (.record_id)
 
 Errors mix in the matching builtin so code that already catches ``ValueError``
 keeps working. When retries run out, the last original exception propagates
@@ -13,7 +18,16 @@ keeps working. When retries run out, the last original exception propagates
 
 from __future__ import annotations
 
-__all__ = ["CircuitOpenError", "ConfigurationError", "ResilienceError"]
+__all__ = [
+    "CircuitOpenError",
+    "ConfigurationError",
+    "DeadLetterConflict",
+    "IdempotencyError",
+    "IdempotencyInProgress",
+    "IdempotencyKeyMismatch",
+    "ResilienceError",
+    "StorageUnavailable",
+]
 
 
 class ResilienceError(Exception):
@@ -63,3 +77,70 @@ class CircuitOpenError(ResilienceError):
         super().__init__(f"circuit breaker {breaker!r} is open ({detail})")
         self.breaker = breaker
         self.retry_after = retry_after
+
+
+class StorageUnavailable(ResilienceError, ConnectionError):
+    """A store's server (Redis, PostgreSQL) or file cannot be reached.
+
+    Attributes:
+        store: the store's URL with any password masked.
+        role: which role failed (``"idempotency"``, ``"dead_letters"``, ...), when known.
+    """
+
+    def __init__(self, message: str, *, store: str, role: str | None = None) -> None:
+        super().__init__(message)
+        self.store = store
+        self.role = role
+
+
+class IdempotencyError(ResilienceError):
+    """An idempotency key could not be claimed.
+
+    Attributes:
+        key: the idempotency key.
+    """
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class IdempotencyInProgress(IdempotencyError):
+    """Another run holds the key's lease; try again after ``retry_after`` seconds.
+
+    Attributes:
+        retry_after: seconds left on the holder's lease.
+    """
+
+    def __init__(self, key: str, retry_after: float) -> None:
+        super().__init__(
+            f"idempotency key {key!r} is in progress in another run "
+            f"(lease ends in {retry_after:.3f}s)",
+            key=key,
+        )
+        self.retry_after = retry_after
+
+
+class IdempotencyKeyMismatch(IdempotencyError, ValueError):
+    """The key was claimed with a different payload: a key reused for another request."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used with different arguments; "
+            "use a new key for a different request",
+            key=key,
+        )
+
+
+class DeadLetterConflict(ResilienceError):
+    """A dead letter's status is not what the action expects (someone acted on it first).
+
+    Attributes:
+        record_id: the dead letter's id.
+        status: its current status (``None`` if it no longer exists).
+    """
+
+    def __init__(self, message: str, *, record_id: str, status: str | None) -> None:
+        super().__init__(message)
+        self.record_id = record_id
+        self.status = status

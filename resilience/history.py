@@ -2,21 +2,29 @@
 
 The retry engine reads it to adapt delays (retries that usually succeed can come
 sooner; retries that usually fail should wait longer and give up earlier). Only
-the last ``window`` outcomes per (task, type) count, so a dependency that recovers
-is trusted again. Kept in process memory here; shared stores plug in behind the
-same two methods.
+outcomes within the last ``window`` count, so a dependency that recovers is
+trusted again. The counts live in an :class:`~resilience.storage.OutcomeStore`:
+in process memory by default, or a shared store (SQLite, Redis, PostgreSQL) so
+every worker learns from every other worker's retries.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import deque
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
+from resilience.clock import Clock, seconds_of, system_clock
 from resilience.errors import ConfigurationError
+from resilience.storage.memory import MemoryOutcomeStore
 from resilience.taxonomy import FailureType
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from resilience.storage.base import OutcomeStore
 
 __all__ = ["OutcomeHistory", "TaskStatistics", "TypeStatistics"]
 
@@ -73,50 +81,58 @@ class TaskStatistics:
 
 
 class OutcomeHistory:
-    """The last ``window`` retry outcomes per (task, failure type), in memory, thread-safe.
+    """Retry outcomes per (task, failure type) over a sliding time window.
 
     Args:
-        window: how many recent outcomes count per (task, type).
+        store: where the counters live; in process memory by default. Pass
+            ``open_store(url).outcomes`` to share them between workers.
+        window: how far back outcomes count, seconds or ``timedelta`` (24 hours).
+        clock: the time source.
 
     Raises:
-        ConfigurationError: when ``window`` is not a positive int.
+        ConfigurationError: when ``window`` is not a positive, finite duration.
     """
 
-    def __init__(self, *, window: int = 100) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+    def __init__(
+        self,
+        store: OutcomeStore | None = None,
+        *,
+        window: float | timedelta = 24 * 3600.0,
+        clock: Clock = system_clock,
+    ) -> None:
+        window_s = seconds_of(window, name="window")
+        if not (math.isfinite(window_s) and window_s > 0):
             raise ConfigurationError(
-                f"OutcomeHistory.window must be an int >= 1, got {window!r}",
+                f"OutcomeHistory.window must be a positive number of seconds, got {window!r}",
                 key="window",
                 value=window,
             )
-        self.window = window
-        self._lock = threading.Lock()
-        self._outcomes: dict[tuple[str, FailureType], deque[bool]] = {}
+        self.store: OutcomeStore = store if store is not None else MemoryOutcomeStore()
+        self.window = window_s
+        self._clock = clock
 
-    def record(self, task_name: str, failure_type: FailureType, *, success: bool) -> None:
+    def record(
+        self, task_name: str, failure_type: FailureType, *, success: bool, now: float | None = None
+    ) -> None:
         """Record whether a retry of ``task_name`` after ``failure_type`` succeeded."""
-        with self._lock:
-            key = (task_name, failure_type)
-            outcomes = self._outcomes.get(key)
-            if outcomes is None:
-                outcomes = self._outcomes[key] = deque(maxlen=self.window)
-            outcomes.append(success)
+        t = self._clock.time() if now is None else now
+        self.store.add(task_name, failure_type.value, success=success, now=t)
 
-    def get(self, task_name: str, failure_type: FailureType) -> TypeStatistics:
-        """Outcomes for one (task, type)."""
-        with self._lock:
-            outcomes = self._outcomes.get((task_name, failure_type), ())
-            successes = sum(outcomes)
-            return TypeStatistics(successes=successes, failures=len(outcomes) - successes)
+    def get(
+        self, task_name: str, failure_type: FailureType, *, now: float | None = None
+    ) -> TypeStatistics:
+        """Outcomes for one (task, type) in the window ending ``now``."""
+        return self.statistics(task_name, now=now).by_type.get(
+            failure_type, TypeStatistics(successes=0, failures=0)
+        )
 
-    def statistics(self, task_name: str) -> TaskStatistics:
+    def statistics(self, task_name: str, *, now: float | None = None) -> TaskStatistics:
         """Outcomes of ``task_name`` for every failure type it has records for."""
-        with self._lock:
-            by_type = {}
-            for (task, failure_type), outcomes in self._outcomes.items():
-                if task == task_name:
-                    successes = sum(outcomes)
-                    by_type[failure_type] = TypeStatistics(
-                        successes=successes, failures=len(outcomes) - successes
-                    )
+        t = self._clock.time() if now is None else now
+        counts = self.store.counts(task_name, since=t - self.window)
+        by_type = {
+            FailureType(name): TypeStatistics(successes=c.successes, failures=c.failures)
+            for name, c in counts.items()
+            if name in FailureType.__members__
+        }
         return TaskStatistics(task_name=task_name, by_type=MappingProxyType(by_type))

@@ -17,11 +17,32 @@ import json
 import math
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any, NoReturn, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 from resilience.errors import ConfigurationError
 
-__all__ = ["BreakerRecord", "BreakerStateStore", "CircuitState"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from resilience.storage.records import (
+        Acquisition,
+        DeadLetterFilter,
+        DeadLetterOrder,
+        DeadLetterPage,
+        DeadLetterRecord,
+        IdempotencyRecord,
+        OutcomeCounts,
+    )
+
+__all__ = [
+    "BreakerRecord",
+    "BreakerStateStore",
+    "CircuitState",
+    "DeadLetterStore",
+    "IdempotencyStore",
+    "OutcomeStore",
+    "Store",
+]
 
 
 class CircuitState(StrEnum):
@@ -231,6 +252,175 @@ class BreakerStateStore(Protocol):
         Returns:
             ``True`` if stored, ``False`` if another writer got there first.
         """
+        ...
+
+
+@runtime_checkable
+class IdempotencyStore(Protocol):
+    """Idempotency records: claim a key atomically, then complete or release it.
+
+    ``acquire`` is the one primitive that must be atomic in a single round trip
+    (Redis ``SET NX PX`` or one Lua call; SQL ``INSERT ... ON CONFLICT``). Its
+    rules, identical on every backend:
+
+    1. no record, or the record's TTL has passed: claim it (token 1 higher than
+       any earlier token of the key, or 1);
+    2. a live record with another fingerprint: not acquired (a mismatch);
+    3. a live ``COMPLETED`` record: not acquired (a duplicate; its result is there);
+    4. a live ``IN_PROGRESS`` record whose lease has not passed: not acquired;
+    5. a live ``FAILED`` record, or ``IN_PROGRESS`` with a passed lease: claim it
+       (token + 1: the late owner is fenced off).
+
+    A claim writes ``IN_PROGRESS`` with ``lease_until = now + lease`` and
+    ``expires_at = now + ttl``. Keys are at most ``MAX_KEY_LENGTH`` characters.
+    """
+
+    def acquire(
+        self, key: str, *, fingerprint: str, lease: float, ttl: float, now: float
+    ) -> Acquisition:
+        """Try to claim ``key`` (see the class docstring for the rules)."""
+        ...
+
+    def complete(self, key: str, *, token: int, result: str, ttl: float, now: float) -> bool:
+        """Store ``result`` (JSON text) and mark ``COMPLETED`` for ``ttl`` seconds from ``now``.
+
+        Returns:
+            ``False`` (and nothing written) unless the key is ``IN_PROGRESS`` under ``token``.
+        """
+        ...
+
+    def release(self, key: str, *, token: int, now: float) -> bool:
+        """Mark ``FAILED`` so a retry can claim the key at once.
+
+        Returns:
+            ``False`` (and nothing written) unless the key is ``IN_PROGRESS`` under ``token``.
+        """
+        ...
+
+    def renew(self, key: str, *, token: int, lease: float, now: float) -> bool:
+        """Extend the lease of a long-running owner to ``now + lease``.
+
+        Returns:
+            ``False`` unless the key is ``IN_PROGRESS`` under ``token``.
+        """
+        ...
+
+    def get(self, key: str, *, now: float) -> IdempotencyRecord | None:
+        """The live record of ``key``, or ``None`` (absent or expired)."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Forget ``key`` (an operator's action); ``True`` if a record was removed."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterStore(Protocol):
+    """Dead letters: append, read, query with keyset pagination, compare-and-set, purge.
+
+    Status changes and history appends are computed by the caller from the record
+    it read and written with :meth:`compare_and_set` on ``version``, so two
+    operators acting on one record never both succeed.
+    """
+
+    def add(self, record: DeadLetterRecord) -> None:
+        """Insert a new record (version 1); durable when this returns.
+
+        Raises:
+            ValueError: a record with the same id exists.
+        """
+        ...
+
+    def get(self, record_id: str) -> DeadLetterRecord | None:
+        """The record with ``record_id``, or ``None``."""
+        ...
+
+    def query(
+        self,
+        where: DeadLetterFilter,
+        *,
+        order: DeadLetterOrder,
+        limit: int,
+        after: str | None = None,
+    ) -> DeadLetterPage:
+        """Up to ``limit`` records matching ``where`` in ``order``, after cursor ``after``.
+
+        Pagination is keyset-based and stable: records added or changed while
+        paging never make another record appear twice or be skipped.
+        """
+        ...
+
+    def count(self, where: DeadLetterFilter) -> int:
+        """How many records match ``where``."""
+        ...
+
+    def compare_and_set(self, expected_version: int, record: DeadLetterRecord) -> bool:
+        """Replace the record with ``record.id`` if its stored version is ``expected_version``.
+
+        ``record.version`` must be ``expected_version + 1``.
+
+        Returns:
+            ``True`` if stored, ``False`` if the record changed (or vanished) meanwhile.
+        """
+        ...
+
+    def purge(self, where: DeadLetterFilter) -> int:
+        """Delete every record matching ``where``; returns how many were deleted."""
+        ...
+
+
+@runtime_checkable
+class OutcomeStore(Protocol):
+    """Retry outcomes per (task, failure type), as atomic counters in time buckets."""
+
+    def add(self, task_name: str, failure_type: str, *, success: bool, now: float) -> None:
+        """Count one retry outcome at ``now`` (an atomic increment)."""
+        ...
+
+    def counts(self, task_name: str, *, since: float) -> Mapping[str, OutcomeCounts]:
+        """Outcomes of ``task_name`` per failure type from ``since`` on (bucket resolution)."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """One backend's four roles, as returned by :func:`resilience.open_store`.
+
+    Attributes:
+        url: the store's URL with any password replaced by ``***``.
+        breakers: breaker state.
+        idempotency: idempotency records.
+        dead_letters: the dead-letter queue's records.
+        outcomes: retry statistics.
+    """
+
+    @property
+    def url(self) -> str:
+        """The store's URL, credentials masked."""
+        ...
+
+    @property
+    def breakers(self) -> BreakerStateStore:
+        """Breaker state."""
+        ...
+
+    @property
+    def idempotency(self) -> IdempotencyStore:
+        """Idempotency records."""
+        ...
+
+    @property
+    def dead_letters(self) -> DeadLetterStore:
+        """Dead letters."""
+        ...
+
+    @property
+    def outcomes(self) -> OutcomeStore:
+        """Retry outcome counters."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
         ...
 
 

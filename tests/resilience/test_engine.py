@@ -312,3 +312,24 @@ def test_negative_retry_count_is_refused() -> None:
     """A negative retry count is a caller bug and named as such."""
     with pytest.raises(ConfigurationError, match="retry_count"):
         engine().decide("t", RuntimeError(), -1)
+
+
+def test_engines_on_one_store_share_breakers_and_history() -> None:
+    """Two engines (two workers) on one store trip one breaker and learn from each other."""
+    from resilience.storage import MemoryStore
+
+    store, clock = MemoryStore(), FakeClock(start=NIGHT)
+    api_down = FailureType.EXTERNAL_API_DOWN
+    worker_a = engine(api_down, store=store, clock=clock, classifier=fixed(api_down))
+    worker_b = engine(api_down, store=store, clock=clock, classifier=fixed(api_down))
+    # Same settings on both workers (from the type's default policy): 3 failures trip it.
+    threshold = worker_a.breaker("payments-api").failure_threshold
+    assert worker_b.breaker("payments-api").failure_threshold == threshold == 3
+    for n in range(threshold):
+        worker = worker_a if n % 2 else worker_b
+        worker.decide("charge", ConnectionResetError(), 0, dependency="payments-api")
+    assert worker_a.breaker("payments-api").state is CircuitState.OPEN
+    assert worker_b.breaker("payments-api").state is CircuitState.OPEN
+    for _ in range(10):
+        worker_a.record_outcome("charge", success=True, retry_count=1, failure_type=api_down)
+    assert worker_b.statistics("charge").by_type[api_down].successes == 10

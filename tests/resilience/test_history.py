@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from resilience.clock import FakeClock
 from resilience.errors import ConfigurationError
 from resilience.history import OutcomeHistory
+from resilience.storage import MemoryStore
 from resilience.taxonomy import FailureType
 
 DB = FailureType.TRANSIENT_DATABASE
@@ -14,7 +16,7 @@ NET = FailureType.TRANSIENT_NETWORK
 
 def test_rates_per_task_and_type() -> None:
     """Outcomes are counted per (task, type) and summed per task."""
-    history = OutcomeHistory()
+    history = OutcomeHistory(clock=FakeClock(start=1_000_000))
     for success in (True, True, True, False):
         history.record("charge", DB, success=success)
     history.record("charge", NET, success=False)
@@ -28,17 +30,30 @@ def test_rates_per_task_and_type() -> None:
 
 def test_unknown_rate_is_none_not_zero() -> None:
     """With nothing recorded the rate is unknown (None), not 0 %."""
-    history = OutcomeHistory()
+    history = OutcomeHistory(clock=FakeClock())
     assert history.get("charge", DB).success_rate is None
     assert history.statistics("charge").success_rate is None
 
 
-def test_only_the_last_window_counts() -> None:
-    """Old outcomes fall out of the window so a recovered dependency is trusted again."""
-    history = OutcomeHistory(window=3)
-    for success in (False, False, False, True, True, True):
-        history.record("t", DB, success=success)
+def test_only_the_window_counts() -> None:
+    """Outcomes older than the window fall out, so a recovered dependency is trusted again."""
+    clock = FakeClock(start=1_000_000)
+    history = OutcomeHistory(window=3600, clock=clock)
+    for _ in range(5):
+        history.record("t", DB, success=False)
+    clock.advance(7200)
+    history.record("t", DB, success=True)
     assert history.get("t", DB).success_rate == 1.0
+
+
+def test_history_is_shared_through_a_store() -> None:
+    """Two histories on one store (two workers) see each other's outcomes."""
+    store, clock = MemoryStore(), FakeClock(start=1_000_000)
+    worker_a = OutcomeHistory(store.outcomes, clock=clock)
+    worker_b = OutcomeHistory(store.outcomes, clock=clock)
+    worker_a.record("t", DB, success=True)
+    worker_b.record("t", DB, success=False)
+    assert worker_a.get("t", DB).total == worker_b.get("t", DB).total == 2
 
 
 def test_window_must_be_positive() -> None:
