@@ -44,8 +44,9 @@ from resilience._breaker_rules import (
 )
 from resilience._breaker_rules import failure_types as _failure_types
 from resilience.clock import Clock, system_clock
-from resilience.errors import CircuitOpenError, ResilienceError
+from resilience.errors import CircuitOpenError, ConfigurationError, ResilienceError
 from resilience.storage.base import BreakerRecord, BreakerStateStore, CircuitState
+from resilience.storage.fallback import FallbackBreakerStore
 from resilience.storage.memory import MemoryBreakerStore
 from resilience.taxonomy import Classification, FailureType, classify
 
@@ -109,7 +110,13 @@ class CircuitBreaker:
         is_failure: decides what counts instead of the classifier and
             ``failure_types`` (it sees only ``Exception`` instances).
         classifier: maps an exception to a :class:`~resilience.taxonomy.Classification`.
-        store: where the state lives; default a private in-process store.
+        store: where the state lives; default a private in-process store. A shared
+            store (SQLite, Redis, PostgreSQL) is wrapped in a
+            :class:`~resilience.storage.fallback.FallbackBreakerStore` unless
+            ``on_store_error="raise"``: while it is unreachable the breaker keeps
+            protecting its dependency with local state, and logs a warning.
+        on_store_error: ``"local"`` (the default) or ``"raise"`` (let
+            :class:`~resilience.errors.StorageUnavailable` reach the caller).
         clock: the time source; its wall time (``time()``) is stored.
         listeners: called as ``listener(breaker, old, new)`` on every state change.
 
@@ -148,9 +155,16 @@ class CircuitBreaker:
         is_failure: Callable[[BaseException], bool] | None = None,
         classifier: Callable[[BaseException], Classification] = classify,
         store: BreakerStateStore | None = None,
+        on_store_error: str = "local",
         clock: Clock = system_clock,
         listeners: Iterable[Listener] = (),
     ) -> None:
+        if on_store_error not in ("local", "raise"):
+            raise ConfigurationError(
+                f"on_store_error must be 'local' or 'raise', got {on_store_error!r}",
+                key="on_store_error",
+                value=on_store_error,
+            )
         self._rules = Rules.build(
             name=name,
             failure_threshold=failure_threshold,
@@ -167,7 +181,13 @@ class CircuitBreaker:
         self._failure_types = _failure_types(failure_types)
         self._is_failure = is_failure
         self._classifier = classifier
-        self._store: BreakerStateStore = MemoryBreakerStore() if store is None else store
+        if store is None:
+            store = MemoryBreakerStore()
+        elif on_store_error == "local" and not isinstance(
+            store, MemoryBreakerStore | FallbackBreakerStore
+        ):
+            store = FallbackBreakerStore(store, clock=clock)
+        self._store: BreakerStateStore = store
         self._load = self._store.load
         self._clock = clock
         self._listeners: tuple[Listener, ...] = tuple(listeners)

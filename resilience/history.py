@@ -10,6 +10,7 @@ every worker learns from every other worker's retries.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from resilience.clock import Clock, seconds_of, system_clock
-from resilience.errors import ConfigurationError
+from resilience.errors import ConfigurationError, StorageUnavailable
 from resilience.storage.memory import MemoryOutcomeStore
 from resilience.taxonomy import FailureType
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from resilience.storage.base import OutcomeStore
 
 __all__ = ["OutcomeHistory", "TaskStatistics", "TypeStatistics"]
+
+_log = logging.getLogger("resilience.history")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +92,10 @@ class OutcomeHistory:
         window: how far back outcomes count, seconds or ``timedelta`` (24 hours).
         clock: the time source.
 
+    Statistics are best effort: while the store is unavailable, outcomes are not
+    counted and reads return no history (so no adaptation), each with a warning;
+    a retry decision never fails because its statistics could not be read.
+
     Raises:
         ConfigurationError: when ``window`` is not a positive, finite duration.
     """
@@ -116,7 +123,10 @@ class OutcomeHistory:
     ) -> None:
         """Record whether a retry of ``task_name`` after ``failure_type`` succeeded."""
         t = self._clock.time() if now is None else now
-        self.store.add(task_name, failure_type.value, success=success, now=t)
+        try:
+            self.store.add(task_name, failure_type.value, success=success, now=t)
+        except StorageUnavailable as exc:
+            _log.warning("retry outcome of %s not counted: %s", task_name, exc)
 
     def get(
         self, task_name: str, failure_type: FailureType, *, now: float | None = None
@@ -129,7 +139,11 @@ class OutcomeHistory:
     def statistics(self, task_name: str, *, now: float | None = None) -> TaskStatistics:
         """Outcomes of ``task_name`` for every failure type it has records for."""
         t = self._clock.time() if now is None else now
-        counts = self.store.counts(task_name, since=t - self.window)
+        try:
+            counts = self.store.counts(task_name, since=t - self.window)
+        except StorageUnavailable as exc:
+            _log.warning("retry history of %s unavailable, not adapting: %s", task_name, exc)
+            counts = {}
         by_type = {
             FailureType(name): TypeStatistics(successes=c.successes, failures=c.failures)
             for name, c in counts.items()

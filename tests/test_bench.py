@@ -21,6 +21,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("classify.py", ["decided by class", "needs message", "naive"]),
         ("retry.py", ["tenacity", "stamina", "backoff", "fail once"]),
         ("breaker.py", ["pybreaker", "purgatory", "8 threads"]),
+        ("idempotency.py", ["SET NX PX + SET PX", "INSERT + UPDATE", "@idempotent", "memory"]),
+        ("dead_letter.py", ["store.add", "Bulk retry", "memory", "SQLite"]),
     ],
 )
 def test_bench_runs_and_reports_its_anchors(script: str, anchors: list[str]) -> None:

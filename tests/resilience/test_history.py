@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from resilience.clock import FakeClock
-from resilience.errors import ConfigurationError
+from resilience.errors import ConfigurationError, StorageUnavailable
 from resilience.history import OutcomeHistory
-from resilience.storage import MemoryStore
+from resilience.storage import MemoryStore, OutcomeCounts
 from resilience.taxonomy import FailureType
 
 DB = FailureType.TRANSIENT_DATABASE
@@ -60,3 +62,27 @@ def test_window_must_be_positive() -> None:
     """A zero window is rejected with the field named."""
     with pytest.raises(ConfigurationError, match="window"):
         OutcomeHistory(window=0)
+
+
+class DownStore:
+    """An outcome store whose server is unreachable."""
+
+    def add(self, task_name: str, failure_type: str, *, success: bool, now: float) -> None:
+        raise StorageUnavailable("refused", store="redis://cache:6379/0", role="outcomes")
+
+    def counts(self, task_name: str, *, since: float) -> dict[str, OutcomeCounts]:
+        raise StorageUnavailable("refused", store="redis://cache:6379/0", role="outcomes")
+
+
+def test_statistics_are_best_effort_when_the_store_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unreachable store costs the history, never the caller: warnings, no exception."""
+    history = OutcomeHistory(DownStore(), clock=FakeClock())
+    with caplog.at_level(logging.WARNING, logger="resilience.history"):
+        history.record("t", DB, success=True)
+        assert history.get("t", DB).total == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert messages[0].startswith("retry outcome of t not counted: refused")
+    assert messages[1].startswith("retry history of t unavailable, not adapting: refused")
