@@ -450,3 +450,34 @@ def test_store_url_never_shows_a_password(store: Store) -> None:
     """The store's url and repr are safe to log."""
     assert urlsplit(store.url).password in (None, "***")
     assert "secret" not in repr(store)
+
+
+# --------------------------------------------------------------------------- services on top
+
+
+def test_two_workers_share_one_breaker_and_one_history(store: Store) -> None:
+    """Breakers and histories of two 'workers' on one store see each other's outcomes."""
+    from resilience import CircuitBreaker, CircuitOpenError, FakeClock, OutcomeHistory
+
+    clock = FakeClock(start=T0)
+    name = fresh("payments")
+    worker_a = CircuitBreaker(name, failure_threshold=2, store=store.breakers, clock=clock)
+    worker_b = CircuitBreaker(name, failure_threshold=2, store=store.breakers, clock=clock)
+
+    def down() -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    for worker in (worker_a, worker_b):
+        with pytest.raises(ConnectionRefusedError):
+            worker.call(down)
+    with pytest.raises(CircuitOpenError):
+        worker_a.call(lambda: "not called")
+    assert worker_b.state is CircuitState.OPEN
+
+    task = fresh("task")
+    history_a = OutcomeHistory(store.outcomes, clock=clock)
+    history_b = OutcomeHistory(store.outcomes, clock=clock)
+    history_a.record(task, FailureType.TRANSIENT_DATABASE, success=True)
+    history_b.record(task, FailureType.TRANSIENT_DATABASE, success=False)
+    shared = history_a.get(task, FailureType.TRANSIENT_DATABASE)
+    assert (shared.successes, shared.failures) == (1, 1)
