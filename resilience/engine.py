@@ -10,6 +10,7 @@ on every call, so nothing drifts from call to call.
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 from dataclasses import dataclass
@@ -152,6 +153,19 @@ class RetryEngine:
         self._breakers_lock = threading.Lock()
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
+
+    def with_policies(self, policies: Mapping[FailureType, RetryPolicy]) -> RetryEngine:
+        """An engine that applies ``policies`` over this one's, sharing everything else.
+
+        History, budget, breakers, clock and randomness are shared, so a task with
+        its own policies still learns and trips together with the others.
+
+        Args:
+            policies: per-type policies that replace this engine's for those types.
+        """
+        twin = copy.copy(self)
+        twin._policies = MappingProxyType({**self._policies, **policies})
+        return twin
 
     def policy_for(self, failure_type: FailureType) -> RetryPolicy:
         """The configured (not adapted) policy for ``failure_type``."""

@@ -59,6 +59,12 @@ class ConfigurationError(ResilienceError, ValueError):
         self.path = path
         self.line = line
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only fields: the default reduce would call cls(message) and lose them.
+        # Errors cross process boundaries (Celery's prefork pool pickles them).
+        fields = {"key": self.key, "value": self.value, "path": self.path, "line": self.line}
+        return (_rebuild, (type(self), self.args, fields))
+
 
 class CircuitOpenError(ResilienceError):
     """A circuit breaker is open (or forced open) and refused the call.
@@ -78,6 +84,9 @@ class CircuitOpenError(ResilienceError):
         self.breaker = breaker
         self.retry_after = retry_after
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.breaker, self.retry_after))
+
 
 class StorageUnavailable(ResilienceError, ConnectionError):
     """A store's server (Redis, PostgreSQL) or file cannot be reached.
@@ -92,6 +101,9 @@ class StorageUnavailable(ResilienceError, ConnectionError):
         self.store = store
         self.role = role
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, {"store": self.store, "role": self.role}))
+
 
 class IdempotencyError(ResilienceError):
     """An idempotency key could not be claimed.
@@ -103,6 +115,9 @@ class IdempotencyError(ResilienceError):
     def __init__(self, message: str, *, key: str) -> None:
         super().__init__(message)
         self.key = key
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, {"key": self.key}))
 
 
 class IdempotencyInProgress(IdempotencyError):
@@ -120,6 +135,9 @@ class IdempotencyInProgress(IdempotencyError):
         )
         self.retry_after = retry_after
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.key, self.retry_after))
+
 
 class IdempotencyKeyMismatch(IdempotencyError, ValueError):
     """The key was claimed with a different payload: a key reused for another request."""
@@ -130,6 +148,9 @@ class IdempotencyKeyMismatch(IdempotencyError, ValueError):
             "use a new key for a different request",
             key=key,
         )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.key,))
 
 
 class DeadLetterConflict(ResilienceError):
@@ -144,3 +165,14 @@ class DeadLetterConflict(ResilienceError):
         super().__init__(message)
         self.record_id = record_id
         self.status = status
+
+    def __reduce__(self) -> tuple[object, ...]:
+        fields = {"record_id": self.record_id, "status": self.status}
+        return (_rebuild, (type(self), self.args, fields))
+
+
+def _rebuild(
+    cls: type[BaseException], args: tuple[object, ...], fields: dict[str, object]
+) -> object:
+    """Unpickle an error whose constructor takes keyword-only fields."""
+    return cls(*args, **fields)

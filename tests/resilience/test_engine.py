@@ -333,3 +333,15 @@ def test_engines_on_one_store_share_breakers_and_history() -> None:
     for _ in range(10):
         worker_a.record_outcome("charge", success=True, retry_count=1, failure_type=api_down)
     assert worker_b.statistics("charge").by_type[api_down].successes == 10
+
+
+def test_with_policies_overrides_types_and_shares_the_rest() -> None:
+    """A derived engine applies its policies but shares history and breakers with its parent."""
+    parent = engine()
+    slow = dataclasses.replace(EXACT, initial_delay=100, max_delay=1000)
+    child = parent.with_policies({DB: slow})
+    assert child.decide("t", RuntimeError(), 0).delay == 100
+    assert parent.decide("t", RuntimeError(), 0).delay == 10
+    assert child.breaker("db") is parent.breaker("db")
+    child.record_outcome("t", success=True, retry_count=1, failure_type=DB)
+    assert parent.statistics("t").by_type[DB].successes == 1

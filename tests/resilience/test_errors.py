@@ -20,3 +20,33 @@ def test_circuit_open_error_names_breaker_and_probe() -> None:
     assert str(error) == "circuit breaker 'payments-api' is open (next probe in 12.500s)"
     forced = CircuitOpenError("payments-api", None)
     assert "forced open" in str(forced)
+
+
+def test_every_error_survives_pickling_with_its_fields() -> None:
+    """Errors cross process boundaries (Celery's prefork pool pickles them) intact."""
+    import pickle
+
+    from resilience.errors import (
+        DeadLetterConflict,
+        IdempotencyError,
+        IdempotencyInProgress,
+        IdempotencyKeyMismatch,
+        StorageUnavailable,
+    )
+
+    errors: list[BaseException] = [
+        ConfigurationError("bad", key="initial_delay", value=-1, path="a.yaml", line=3),
+        CircuitOpenError("payments-api", 12.5),
+        CircuitOpenError("payments-api", None),
+        StorageUnavailable("refused", store="redis://:***@cache:6379/0", role="idempotency"),
+        IdempotencyError("nope", key="charge:1"),
+        IdempotencyInProgress("charge:1", 4.5),
+        IdempotencyKeyMismatch("charge:1"),
+        DeadLetterConflict("already resolved", record_id="r1", status="RESOLVED"),
+    ]
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert str(copy) == str(error)
+        public = {k: v for k, v in vars(error).items() if not k.startswith("_")}
+        assert {k: v for k, v in vars(copy).items() if not k.startswith("_")} == public
