@@ -17,7 +17,7 @@ import logging
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from resilience._serialization import REPR_TAG, to_jsonable
 from resilience.errors import ConfigurationError
@@ -40,6 +40,12 @@ KeySpec = str | Callable[..., object]
 _ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]+")
 # A hashed key keeps a readable prefix, then "#" and the 64 hex digits of the digest.
 _HASHED_PREFIX: Final = MAX_KEY_LENGTH - 64 - 1
+# What json.dumps builds on every call with these options, built once.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_RESULT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_TAGGED = json.JSONEncoder(separators=(",", ":"))
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def payload_fingerprint(
@@ -65,7 +71,7 @@ def payload_fingerprint(
     Raises:
         TypeError: the arguments do not fit ``func``'s signature.
     """
-    data, _ = _stable_payload(args, kwargs, func)
+    data, _ = _stable_payload(args, kwargs, None if func is None else Binder(func))
     return _sha256(data)
 
 
@@ -102,9 +108,28 @@ def idempotency_key(
             processes (its repr holds a memory address: pass ``key=``).
         TypeError: the arguments do not fit ``func``'s signature.
     """
-    kwargs = {} if kwargs is None else kwargs
+    binder = None if func is None else Binder(func)
+    derived, _ = call_key(task_name, args, {} if kwargs is None else kwargs, key=key, binder=binder)
+    return derived
+
+
+def call_key(
+    task_name: str,
+    args: Sequence[object],
+    kwargs: Mapping[str, object],
+    *,
+    key: KeySpec | None,
+    binder: Binder | None,
+) -> tuple[str, str | None]:
+    """:func:`idempotency_key` with a prepared binder, and the fingerprint when known.
+
+    Returns:
+        ``(key, fingerprint)``: the fingerprint is the default key's own digest (the
+        same canonical payload :func:`payload_fingerprint` hashes), else ``None``.
+    """
+    fingerprint = None
     if key is None:
-        data, opaque = _stable_payload(args, kwargs, func)
+        data, opaque = _stable_payload(args, kwargs, binder)
         if opaque:
             raise ConfigurationError(
                 f"{task_name}: an argument has no stable representation across processes "
@@ -112,9 +137,10 @@ def idempotency_key(
                 key="key",
                 value=opaque,
             )
-        raw = f"{task_name}:{_sha256(data)}"
+        fingerprint = _sha256(data)
+        raw = f"{task_name}:{fingerprint}"
     elif isinstance(key, str):
-        raw = _format_template(key, task_name, args, kwargs, func)
+        raw = _format_template(key, task_name, args, kwargs, binder)
     elif callable(key):
         value = key(*args, **kwargs)
         if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
@@ -128,7 +154,15 @@ def idempotency_key(
         raise ConfigurationError(
             f"key must be None, a template string or a callable, got {key!r}", key="key", value=key
         )
-    return fit_key(raw)
+    return fit_key(raw), fingerprint
+
+
+def call_fingerprint(
+    args: Sequence[object], kwargs: Mapping[str, object], binder: Binder | None
+) -> str:
+    """:func:`payload_fingerprint` with a prepared binder."""
+    data, _ = _stable_payload(args, kwargs, binder)
+    return _sha256(data)
 
 
 def fit_key(raw: str) -> str:
@@ -145,20 +179,148 @@ def fit_key(raw: str) -> str:
     return f"{raw[:_HASHED_PREFIX]}#{digest}"
 
 
-def _bind(
-    args: Sequence[object], kwargs: Mapping[str, object], func: Callable[..., object] | None
-) -> tuple[tuple[object, ...], dict[str, object]]:
-    if func is None:
-        return tuple(args), dict(kwargs)
-    bound = inspect.signature(func).bind(*args, **kwargs)
-    return bound.args, bound.kwargs
+class Binder:
+    """Binds calls to one function's signature, as ``inspect.signature(func).bind`` does.
+
+    The signature is read at the first call that needs it (an error reading it is
+    raised then, and again at the next call). Calls it maps trivially (positional
+    arguments only, or keywords on a function of plain parameters) are bound
+    without building a ``BoundArguments``; every other call, and every call that
+    does not fit, goes through ``Signature.bind`` (which raises its ``TypeError``).
+    """
+
+    __slots__ = ("_func", "_shape")
+
+    def __init__(self, func: Callable[..., object]) -> None:
+        self._func = func
+        self._shape: _Shape | None = None
+
+    def bind(
+        self, args: Sequence[object], kwargs: Mapping[str, object]
+    ) -> tuple[tuple[object, ...], dict[str, object]]:
+        """``(bound.args, bound.kwargs)`` of the call.
+
+        Raises:
+            TypeError: the arguments do not fit the signature.
+        """
+        shape = self._shape or self._read()
+        arguments = shape.trivial(args, kwargs)
+        if arguments is None:
+            bound = shape.signature.bind(*args, **kwargs)
+            return bound.args, bound.kwargs
+        return arguments
+
+    def fields(self, args: Sequence[object], kwargs: Mapping[str, object]) -> dict[str, object]:
+        """The keywords given, then every bound argument by name (``**kwargs`` spread out).
+
+        Raises:
+            TypeError: the arguments do not fit the signature.
+        """
+        shape = self._shape or self._read()
+        fields: dict[str, object] = dict(kwargs)
+        if shape.trivial(args, kwargs) is not None:
+            names = shape.positional
+            fields.update(zip(names, args, strict=False))
+            if shape.varargs is not None and len(args) > len(names):
+                fields[shape.varargs] = tuple(args[len(names) :])
+            return fields
+        bound = shape.signature.bind(*args, **kwargs)
+        for name, value in bound.arguments.items():
+            if bound.signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                fields.update(value)
+            else:
+                fields[name] = value
+        return fields
+
+    def _read(self) -> _Shape:
+        shape = self._shape = _Shape(inspect.signature(self._func))
+        return shape
+
+
+class _Shape:
+    """What binding needs to know of one signature."""
+
+    __slots__ = (
+        "fewest",
+        "most",
+        "names",
+        "plain",
+        "positional",
+        "required",
+        "signature",
+        "varargs",
+    )
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        params = tuple(signature.parameters.values())
+        positional = [p for p in params if p.kind in _POSITIONAL]
+        varargs = [p.name for p in params if p.kind is inspect.Parameter.VAR_POSITIONAL]
+        self.signature = signature
+        self.positional = tuple(p.name for p in positional)
+        self.varargs = varargs[0] if varargs else None
+        self.fewest: int | None = sum(1 for p in positional if p.default is p.empty)
+        if any(p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is p.empty for p in params):
+            self.fewest = None  # a required keyword-only parameter: no call without keywords fits
+        self.most = None if varargs else len(positional)
+        self.plain = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+        self.names = tuple(p.name for p in params)
+        self.required = tuple(p.default is p.empty for p in params)
+
+    def trivial(
+        self, args: Sequence[object], kwargs: Mapping[str, object]
+    ) -> tuple[tuple[object, ...], dict[str, object]] | None:
+        """``(bound.args, bound.kwargs)`` when bind() needs no bookkeeping, else ``None``.
+
+        Positional arguments only, filling the required positional parameters and no
+        more than there are: bind() keeps them all positional. Keywords on plain
+        parameters: the positional arguments, then the parameters given by keyword up
+        to the first one left to its default, stay positional; the later ones are
+        keywords. Anything else (bind() may raise) is left to bind().
+        """
+        count = len(args)
+        if not kwargs:
+            fewest, most = self.fewest, self.most
+            if fewest is not None and fewest <= count and (most is None or count <= most):
+                return tuple(args), {}
+            return None
+        names = self.names
+        if not self.plain or count > len(names):
+            return None
+        positional = list(args)
+        named: dict[str, object] = {}
+        used = 0
+        gap = False
+        for index in range(count, len(names)):
+            name = names[index]
+            if name in kwargs:
+                used += 1
+                if gap:
+                    named[name] = kwargs[name]
+                else:
+                    positional.append(kwargs[name])
+            elif self.required[index]:
+                return None
+            else:
+                gap = True
+        if used != len(kwargs):  # an unknown keyword, or one naming a positional argument
+            return None
+        return tuple(positional), named
 
 
 def _stable_payload(
-    args: Sequence[object], kwargs: Mapping[str, object] | None, func: Callable[..., object] | None
+    args: Sequence[object], kwargs: Mapping[str, object] | None, binder: Binder | None
 ) -> tuple[Any, str | None]:
-    positional, named = _bind(args, {} if kwargs is None else kwargs, func)
+    named_in = {} if kwargs is None else kwargs
+    if binder is None:
+        positional, named = tuple(args), dict(named_in)
+    else:
+        positional, named = binder.bind(args, named_in)
+    if _all_plain(positional, named):
+        # What to_jsonable would build: scalars of these exact types are kept as they are.
+        return [list(positional), named], None
     data, lossy = to_jsonable([list(positional), named])
+    if not lossy:
+        return data, None
     opaque: list[str] = []
 
     def scrub(value: Any) -> Any:
@@ -173,13 +335,26 @@ def _stable_payload(
             return {name: scrub(item) for name, item in value.items()}
         return value
 
-    if lossy:
-        data = scrub(data)
+    data = scrub(data)
     return data, (opaque[0] if opaque else None)
 
 
+_PLAIN_TYPES: Final = frozenset({str, int, bool, type(None)})
+
+
+def _all_plain(positional: tuple[object, ...], named: dict[str, object]) -> bool:
+    plain = _PLAIN_TYPES
+    for value in positional:
+        if type(value) not in plain:
+            return False
+    for name, value in named.items():
+        if type(name) is not str or type(value) not in plain:
+            return False
+    return True
+
+
 def _sha256(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _CANONICAL.encode(data)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -207,17 +382,9 @@ def _format_template(
     task_name: str,
     args: Sequence[object],
     kwargs: Mapping[str, object],
-    func: Callable[..., object] | None,
+    binder: Binder | None,
 ) -> str:
-    fields: dict[str, object] = dict(kwargs)
-    if func is not None:
-        bound = inspect.signature(func).bind(*args, **kwargs)
-        for name, value in bound.arguments.items():
-            kind = bound.signature.parameters[name].kind
-            if kind is inspect.Parameter.VAR_KEYWORD:
-                fields.update(cast("dict[str, object]", value))
-            else:
-                fields[name] = value
+    fields = dict(kwargs) if binder is None else binder.fields(args, kwargs)
     fields.setdefault("task_name", task_name)
     try:
         return _Formatter().vformat(template, tuple(args), fields)
@@ -241,6 +408,8 @@ def encode_result(result: object, key: str) -> str:
 
     A value JSON cannot hold is stored as a tagged repr, with a warning logged.
     """
+    if result is None:
+        return "null"
     data, lossy = to_jsonable(result)
     if lossy:
         _logger.warning(
@@ -251,12 +420,12 @@ def encode_result(result: object, key: str) -> str:
         )
     try:
         # ASCII escapes keep lone surrogates storable in every backend's text column.
-        return json.dumps(data, separators=(",", ":"), allow_nan=False)
+        return _RESULT.encode(data)
     except ValueError as exc:  # an int beyond the interpreter's digit limit, say
         _logger.warning("idempotency key %r: the result cannot be encoded (%s)", key, exc)
         kind = type(result)
         tagged = {REPR_TAG: "<unencodable>", "__type__": f"{kind.__module__}.{kind.__qualname__}"}
-        return json.dumps(tagged, separators=(",", ":"))
+        return _TAGGED.encode(tagged)
 
 
 def decode_result(text: str | None) -> Any:

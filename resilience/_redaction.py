@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,70 @@ TRUNCATED_TAG = "__truncated__"
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[\s.\-]+")
 _CARD = re.compile(r"(?<![\d-])[3-6]\d{3}(?:[ -]?\d){9,15}(?![\d-])")
+# Every card match starts with these four digits: a text without them is left as it is,
+# and this search has a literal-class prefix the engine scans fast (the lookbehind has none).
+_CARD_GATE = re.compile(r"[3-6]\d{3}")
+
+# A gate says whether a default pattern *may* match a text: it never answers False for a
+# text the pattern matches, so skipping the pattern on False changes nothing, and most texts
+# (tracebacks above all) skip the backtracking scans. Arguments: the text, and the text
+# lowercased when it is ASCII (else None). The lowercase test is exact only for ASCII: under
+# (?i) the long s (U+017F) matches "s" and the dotless i (U+0131) matches "i", so other
+# texts always run the pattern.
+_Gate = Callable[[str, str | None], bool]
+
+
+def _bearer_gate(text: str, folded: str | None) -> bool:
+    del text
+    return folded is None or "bearer" in folded
+
+
+def _header_gate(text: str, folded: str | None) -> bool:
+    if ":" not in text and "=" not in text:
+        return False
+    return folded is None or "cookie" in folded or "authorization" in folded
+
+
+# The names of _NAME_SHAPES: "passw" stands for password and passwd; the *key names only
+# matter in a text that holds "key" at all.
+_NAME_NEEDLES = ("passw", "pwd", "secret", "token", "cvv")
+_KEY_NEEDLES = tuple(
+    f"{stem}{glue}key" for stem in ("api", "access", "private") for glue in ("", "_", "-")
+)
+
+
+def _name_gate(text: str, folded: str | None) -> bool:
+    if ":" not in text and "=" not in text:
+        return False
+    if folded is None:
+        return True
+    for needle in _NAME_NEEDLES:
+        if needle in folded:
+            return True
+    if "key" in folded:
+        for needle in _KEY_NEEDLES:
+            if needle in folded:
+                return True
+    return False
+
+
+def _url_gate(text: str, folded: str | None) -> bool:
+    del folded
+    return "://" in text and "@" in text
+
+
+# Keyed by the pattern's text, so a default pattern keeps its gate in any custom tuple.
+_GATES: dict[str, _Gate] = {
+    DEFAULT_SECRET_PATTERNS[0]: _bearer_gate,
+    DEFAULT_SECRET_PATTERNS[1]: _header_gate,
+    DEFAULT_SECRET_PATTERNS[2]: _name_gate,
+    DEFAULT_SECRET_PATTERNS[3]: _url_gate,
+}
+# Key verdicts are remembered per Redaction: kwargs keys repeat from call to call.
+_KEY_VERDICTS_MAX = 4096
+_KEY_VERDICT_LENGTH = 256
+# What json.dumps builds on every call with these options, built once.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,7 +177,11 @@ class Redaction:
     min_secret_length: int = 4
     card_numbers: bool = True
     _compiled: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    _gated: tuple[tuple[re.Pattern[str], _Gate | None], ...] = field(
+        init=False, repr=False, compare=False
+    )
     _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _verdicts: dict[str, bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         keys: object = self.keys
@@ -155,12 +224,23 @@ class Redaction:
         object.__setattr__(self, "keys", tuple(self.keys))
         object.__setattr__(self, "patterns", tuple(self.patterns))
         object.__setattr__(self, "_compiled", tuple(compiled))
+        gated = tuple((regex, _GATES.get(regex.pattern)) for regex in compiled)
+        object.__setattr__(self, "_gated", gated)
         object.__setattr__(self, "_names", tuple(_normalise(k) for k in self.keys))
+        object.__setattr__(self, "_verdicts", {})
 
     def matches_key(self, key: str) -> bool:
         """Whether the value under dict key ``key`` is hidden."""
-        normalised = _normalise(key)
-        return any(name in normalised for name in self._names)
+        verdicts = self._verdicts
+        verdict = verdicts.get(key)
+        if verdict is None:
+            normalised = _normalise(key)
+            verdict = any(name in normalised for name in self._names)
+            if len(key) <= _KEY_VERDICT_LENGTH:
+                if len(verdicts) >= _KEY_VERDICTS_MAX:
+                    verdicts.clear()  # keys repeat; a flood of distinct ones must not grow it
+                verdicts[key] = verdict
+        return verdict
 
     def apply(
         self,
@@ -213,9 +293,17 @@ class Redaction:
         for value in values:
             if value in text:
                 text = text.replace(value, self.replacement)
-        for pattern in self._compiled:
+        folded: str | None = None
+        folded_for: str | None = None
+        for pattern, gate in self._gated:
+            if gate is not None:
+                if folded_for is not text:
+                    folded_for = text
+                    folded = text.lower() if text.isascii() else None
+                if not gate(text, folded):
+                    continue
             text = pattern.sub(self._replacer, text)
-        if self.card_numbers:
+        if self.card_numbers and _CARD_GATE.search(text) is not None:
             text = _CARD.sub(self._card_replacer, text)
         return text
 
@@ -338,9 +426,7 @@ def truncate_text(text: str, max_bytes: int) -> tuple[str, bool]:
 
 def json_size(data: Any) -> int:
     """The size in UTF-8 bytes of ``data`` as stored (compact JSON)."""
-    return len(
-        json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
-    )
+    return len(_COMPACT.encode(data).encode("utf-8", "surrogatepass"))
 
 
 _MIN_LEAF = 64

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["REPR_TAG", "canonical_json", "fingerprint", "to_jsonable"]
 
@@ -19,6 +19,9 @@ REPR_TAG = "__repr__"
 """The key marking a value that JSON could not hold and was stored as its repr."""
 
 _MAX_DEPTH = 64
+_isfinite = math.isfinite
+# What json.dumps builds on every call with these options, built once.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def to_jsonable(value: object) -> tuple[Any, bool]:
@@ -35,6 +38,8 @@ def to_jsonable(value: object) -> tuple[Any, bool]:
         ``(data, lossy)``: JSON-compatible data, and whether anything was tagged.
     """
     lossy = False
+    # The containers being walked (the path from the root): one met again is a cycle.
+    ancestors: set[int] = set()
 
     def tag(obj: object, text: str | None = None) -> dict[str, str]:
         nonlocal lossy
@@ -47,31 +52,39 @@ def to_jsonable(value: object) -> tuple[Any, bool]:
                 text = f"<unrepresentable {kind.__qualname__}: {type(exc).__name__}>"
         return {REPR_TAG: text[:1000], "__type__": f"{kind.__module__}.{kind.__qualname__}"}
 
-    def walk(obj: object, depth: int, seen: frozenset[int]) -> Any:
+    def walk(obj: object, depth: int) -> Any:
         nonlocal lossy
-        if obj is None or isinstance(obj, bool | int | str):
+        kind = type(obj)
+        # Exact types first: the common case, without the isinstance chain.
+        if kind is str or kind is int or kind is bool or obj is None:
             return obj
-        if isinstance(obj, float):
-            return obj if math.isfinite(obj) else tag(obj)
-        if isinstance(obj, dict | list | tuple) and (depth >= _MAX_DEPTH or id(obj) in seen):
-            return tag(obj, "<cycle>" if id(obj) in seen else "<nested too deep>")
+        if kind is not list and kind is not dict and kind is not tuple:
+            if isinstance(obj, bool | int | str):
+                return obj
+            if isinstance(obj, float):
+                return obj if _isfinite(obj) else tag(obj)
+            if not isinstance(obj, dict | list | tuple):
+                return tag(obj)
+        ident = id(obj)
+        if depth >= _MAX_DEPTH or ident in ancestors:
+            return tag(obj, "<cycle>" if ident in ancestors else "<nested too deep>")
+        ancestors.add(ident)
         if isinstance(obj, dict):
-            inner = seen | {id(obj)}
             out: dict[str, Any] = {}
             for key, item in obj.items():
                 if isinstance(key, str):
                     name = key
                 else:  # JSON keys are strings: 1 and "1" would collide on the way back
-                    name = json.dumps(walk(key, depth + 1, inner), sort_keys=True)
+                    name = json.dumps(walk(key, depth + 1), sort_keys=True)
                     lossy = True
-                out[name] = walk(item, depth + 1, inner)
-            return out
-        if isinstance(obj, list | tuple):
-            inner = seen | {id(obj)}
-            return [walk(item, depth + 1, inner) for item in obj]
-        return tag(obj)
+                out[name] = walk(item, depth + 1)
+            result: Any = out
+        else:
+            result = [walk(item, depth + 1) for item in cast("list[object]", obj)]
+        ancestors.discard(ident)
+        return result
 
-    data = walk(value, 0, frozenset())
+    data = walk(value, 0)
     return data, lossy
 
 
@@ -81,7 +94,7 @@ def canonical_json(value: object) -> str:
     Values JSON cannot hold are tagged as in :func:`to_jsonable`.
     """
     data, _ = to_jsonable(value)
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(data)
 
 
 def fingerprint(value: object) -> str:

@@ -26,7 +26,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast, overload
 
 from resilience._idempotency_codec import (
+    Binder,
     KeySpec,
+    call_fingerprint,
+    call_key,
     decode_result,
     encode_result,
     fit_key,
@@ -602,12 +605,17 @@ def idempotent(
     def decorate(function: Callable[_P, _R]) -> Callable[_P, _R]:
         task_name = name or f"{function.__module__}.{function.__qualname__}"
 
+        # Reads the signature once, at the first call (as idempotency_key(func=) would).
+        binder = Binder(function)
+
         def claim_for(args: tuple[object, ...], kwargs: dict[str, object]) -> Claim:
-            derived = idempotency_key(task_name, args, kwargs, key=key, func=function)
+            # The default key is the payload's digest: hash the payload once for both.
+            derived, fingerprint = call_key(task_name, args, kwargs, key=key, binder=binder)
             if period is not None:
                 start = math.floor(clock.time() / period) * period
                 derived = f"{derived}@{int(start) if start.is_integer() else start!r}"
-            fingerprint = payload_fingerprint(args, kwargs, func=function)
+            if fingerprint is None:
+                fingerprint = call_fingerprint(args, kwargs, binder)
             return guard.claim(derived, fingerprint=fingerprint)
 
         if inspect.iscoroutinefunction(function):

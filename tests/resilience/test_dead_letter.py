@@ -34,6 +34,7 @@ from resilience.taxonomy import FailureType, classify
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
 START = 1_700_000_000.0
 PENDING = DeadLetterStatus.PENDING
@@ -998,3 +999,120 @@ def test_queue_uses_the_injected_redaction() -> None:
     dlq, _ = make_queue(redaction=Redaction(keys=("pin",), patterns=(), replacement="***"))
     record = dlq.add(task_name="t", exc=ValueError("x"), kwargs={"pin": "1234", "password": "p"})
     assert record.kwargs == {"pin": "***", "password": "p"}
+
+
+# --------------------------------------------------------------------------- traceback text
+
+
+def _chained() -> BaseException:
+    """A failure with a cause whose own handling raised (cause and context both set)."""
+
+    def parse(text: str) -> int:
+        return int(
+            text,
+        )  # a call spanning lines: its frame points at several lines
+
+    try:
+        try:
+            parse("x")
+        except ValueError:
+            {}["missing"]  # a KeyError while handling the ValueError
+    except KeyError as exc:
+        try:
+            raise RuntimeError("loading failed") from exc
+        except RuntimeError as wrapped:
+            return wrapped
+    raise AssertionError
+
+
+def _suppressed() -> BaseException:
+    """A failure raised `from None` while handling another (its context is hidden)."""
+    try:
+        try:
+            raise ValueError("inner")
+        except ValueError:
+            raise LookupError("outer") from None
+    except LookupError as exc:
+        return exc
+
+
+def _grouped() -> BaseException:
+    """An exception group of two raised failures, one with a cause."""
+    try:
+        raise ExceptionGroup("batch", [raised(ValueError("a")), _chained()])
+    except ExceptionGroup as exc:
+        return exc
+
+
+def _recursive() -> BaseException:
+    """A RecursionError: hundreds of identical frames the formatter collapses."""
+
+    def down(n: int) -> int:
+        return down(n + 1) + 1
+
+    try:
+        down(0)
+    except RecursionError as exc:
+        return exc
+    raise AssertionError
+
+
+def _noted() -> BaseException:
+    """A failure carrying notes."""
+    exc = raised(ValueError("with notes"))
+    exc.add_note("first note")
+    exc.add_note("second note")
+    return exc
+
+
+def _syntax() -> BaseException:
+    """A SyntaxError raised by compile(), pointing into source text."""
+    try:
+        compile("x = (1 +\n", "<task>", "exec")
+    except SyntaxError as exc:
+        return exc
+    raise AssertionError
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_chained, _suppressed, _grouped, _recursive, _noted, _syntax, lambda: ValueError("bare")],
+)
+def test_stored_traceback_is_exactly_the_standard_format(
+    make: Callable[[], BaseException],
+) -> None:
+    """The traceback is traceback.format_exception's text (before redaction), every time."""
+    import traceback
+
+    from resilience._dead_letter_payload import _format_traceback
+
+    exc = make()
+    expected = "".join(traceback.format_exception(exc))
+    assert _format_traceback(exc) == expected
+    assert _format_traceback(exc) == expected  # the second time from the frame memo
+    dlq, _ = make_queue(redaction=Redaction(keys=(), patterns=(), card_numbers=False))
+    assert dlq.add(task_name="t", exc=exc).traceback == expected
+
+
+def test_frame_memo_follows_the_source_line_it_shows(tmp_path: Path) -> None:
+    """A frame whose source line changed is formatted afresh, never from the old text."""
+    import linecache
+    import traceback
+
+    from resilience._dead_letter_payload import _format_traceback
+
+    source = tmp_path / "job.py"
+    source.write_text("def run():\n    raise ValueError('v1')\n")
+    namespace: dict[str, Callable[[], None]] = {}
+    exec(compile(source.read_text(), str(source), "exec"), namespace)  # noqa: S102 - our own file
+    try:
+        namespace["run"]()
+    except ValueError as exc:
+        failure: BaseException = exc
+    first = _format_traceback(failure)
+    assert "raise ValueError('v1')" in first
+    source.write_text("def run():\n      raise ValueError('v2')   # edited\n")
+    linecache.checkcache(str(source))
+    second = _format_traceback(failure)
+    assert second == "".join(traceback.format_exception(failure))
+    assert "raise ValueError('v2')" in second

@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import threading
 import types
 from datetime import UTC, datetime, timedelta
@@ -14,9 +15,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resilience._idempotency_codec import Binder
+from resilience._serialization import to_jsonable
 from resilience.clock import FakeClock
 from resilience.errors import (
     ConfigurationError,
@@ -38,6 +41,8 @@ from resilience.storage.memory import MemoryIdempotencyStore
 from resilience.storage.records import MAX_KEY_LENGTH
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from resilience.storage.records import Acquisition
 
 START = 1_700_000_000.0
@@ -762,3 +767,220 @@ def test_window_makes_each_period_of_a_periodic_task_its_own_request(
     with pytest.raises(ConfigurationError) as info:
         idempotent(store=store, window=0)
     assert info.value.key == "window"
+
+
+# --------------------------------------------------------------------------- cached binding
+
+
+def _sig_plain(a: int, b: int = 2, c: int = 3) -> None:
+    """Plain parameters, two with defaults."""
+
+
+def _sig_required(a: int, b: int, c: int) -> None:
+    """Plain required parameters."""
+
+
+def _sig_mixed(a: int, /, b: int, *args: int, c: int, d: int = 4, **kw: int) -> None:
+    """Every parameter kind, with a required keyword-only one."""
+
+
+def _sig_keyword_only(a: int, *, c: int = 1) -> None:
+    """A positional parameter and an optional keyword-only one."""
+
+
+def _sig_var(*args: int, **kwargs: int) -> None:
+    """Anything goes."""
+
+
+def _sig_rest(a: int, b: int = 2, *rest: int) -> None:
+    """Positional parameters then *rest."""
+
+
+def _sig_none() -> None:
+    """No parameters."""
+
+
+_SIGNATURES = [
+    _sig_plain, _sig_required, _sig_mixed, _sig_keyword_only, _sig_var, _sig_rest, _sig_none,
+]  # fmt: skip
+
+
+def _reference_bind(func: Callable[..., None], args: list[int], kwargs: dict[str, int]) -> object:
+    """What inspect.signature(func).bind gives: (args, kwargs, fields) or the TypeError text."""
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except TypeError as exc:
+        return str(exc)
+    fields: dict[str, object] = dict(kwargs)
+    for name, value in bound.arguments.items():
+        if bound.signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            fields.update(value)
+        else:
+            fields[name] = value
+    return bound.args, bound.kwargs, fields
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    func=st.sampled_from(_SIGNATURES),
+    args=st.lists(st.integers(0, 9), max_size=5),
+    kwargs=st.dictionaries(
+        st.sampled_from(["a", "b", "c", "d", "e", "args", "kw", "rest"]),
+        st.integers(0, 9),
+        max_size=4,
+    ),
+)
+def test_cached_binding_matches_inspect_bind(
+    func: Callable[..., None], args: list[int], kwargs: dict[str, int]
+) -> None:
+    """Property: the cached binder's args, kwargs, fields and TypeErrors are Signature.bind's."""
+    binder = Binder(func)
+    expected = _reference_bind(func, args, kwargs)
+    for _ in range(2):  # the first call reads the signature, the second reuses it
+        try:
+            got: object = (*binder.bind(args, kwargs), binder.fields(args, kwargs))
+        except TypeError as exc:
+            got = str(exc)
+        assert got == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    extra=st.lists(st.integers() | st.text(max_size=3) | st.none(), max_size=3),
+    b=st.integers() | st.floats(allow_nan=False) | st.lists(st.integers(), max_size=2),
+    by_keyword=st.booleans(),
+)
+def test_decorator_key_and_fingerprint_match_the_public_functions(
+    extra: list[object], b: object, by_keyword: bool
+) -> None:
+    """Property: the decorator claims idempotency_key(...) with payload_fingerprint(...)."""
+    store, clock = MemoryStore(), FakeClock(start=START)
+
+    def target(a: object, b: object = 2, *rest: object) -> None:
+        del a, b, rest
+
+    wrapped = idempotent(store=store, clock=clock, name="prop.target")(target)
+    args: list[object] = [0] if by_keyword else [0, b, *extra]
+    kwargs: dict[str, object] = {"b": b} if by_keyword else {}
+    wrapped(*args, **kwargs)
+    key = idempotency_key("prop.target", args, kwargs, func=target)
+    record = store.idempotency.get(key, now=clock.time())
+    assert record is not None
+    assert record.fingerprint == payload_fingerprint(args, kwargs, func=target)
+
+
+def test_signature_is_read_only_when_a_key_needs_it() -> None:
+    """A callable key never reads the function's signature; the default key reads it per call."""
+
+    class Unreadable:
+        __signature__ = "not a signature"
+
+        def __call__(self, order_id: int) -> int:
+            return order_id
+
+    func = Unreadable()
+    assert idempotency_key("t", [7], key=lambda order_id: order_id, func=func) == "7"
+    for _ in range(2):  # not cached as a failure: read (and refused) at every call
+        with pytest.raises(TypeError):
+            idempotency_key("t", [7], func=func)
+
+
+def test_plain_and_tagged_payloads_hash_like_the_canonical_json() -> None:
+    """The plain-payload shortcut and the tagged path both hash the canonical payload JSON."""
+    assert payload_fingerprint([1, "a", None, True], {"b": 2}) == canonical_sha(
+        [[1, "a", None, True], {"b": 2}]
+    )
+    tagged = payload_fingerprint([Decimal("1.5")], {})
+    expected = [[{"__repr__": "Decimal('1.5')", "__type__": "decimal.Decimal"}], {}]
+    assert tagged == canonical_sha(expected)
+    # A float is not in the shortcut: it goes through to_jsonable and hashes the same.
+    assert payload_fingerprint([1.5], {}) == canonical_sha([[1.5], {}])
+
+
+# --------------------------------------------------------------------------- to_jsonable
+
+
+def _reference_jsonable(value: object) -> tuple[Any, bool]:
+    """The specification of to_jsonable, written plainly (ancestors as immutable sets)."""
+    lossy = False
+
+    def tag(obj: object, text: str | None = None) -> dict[str, str]:
+        nonlocal lossy
+        lossy = True
+        kind = type(obj)
+        return {
+            "__repr__": (repr(obj) if text is None else text)[:1000],
+            "__type__": f"{kind.__module__}.{kind.__qualname__}",
+        }
+
+    def walk(obj: object, depth: int, seen: frozenset[int]) -> Any:
+        nonlocal lossy
+        if obj is None or isinstance(obj, bool | int | str):
+            return obj
+        if isinstance(obj, float):
+            return obj if math.isfinite(obj) else tag(obj)
+        if isinstance(obj, dict | list | tuple) and (depth >= 64 or id(obj) in seen):
+            return tag(obj, "<cycle>" if id(obj) in seen else "<nested too deep>")
+        if isinstance(obj, dict):
+            out = {}
+            for key, item in obj.items():
+                if isinstance(key, str):
+                    name = key
+                else:
+                    name = json.dumps(walk(key, depth + 1, seen | {id(obj)}), sort_keys=True)
+                    lossy = True
+                out[name] = walk(item, depth + 1, seen | {id(obj)})
+            return out
+        if isinstance(obj, list | tuple):
+            return [walk(item, depth + 1, seen | {id(obj)}) for item in obj]
+        return tag(obj)
+
+    return walk(value, 0, frozenset()), lossy
+
+
+_JSONABLE_KEYS = st.text(max_size=3) | st.integers(-2, 2) | st.booleans() | st.none()
+_JSONABLE = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=5)
+    | st.floats()
+    | st.decimals(allow_nan=False, places=1)
+    | st.sampled_from([IdempotencyState.COMPLETED, Decimal("2")]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(_JSONABLE_KEYS, inner, max_size=3)
+    ),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSONABLE)
+def test_to_jsonable_matches_its_specification(value: object) -> None:
+    """Property: the fast walk gives the reference's data and lossy flag (same JSON text)."""
+    data, lossy = to_jsonable(value)
+    expected, expected_lossy = _reference_jsonable(value)
+    assert lossy == expected_lossy
+    assert json.dumps(data, sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
+def test_to_jsonable_cuts_cycles_but_keeps_shared_values() -> None:
+    """A container met again on its own path is a cycle; one shared by siblings is not."""
+    shared = [1]
+    loop: list[object] = [shared, shared]
+    loop.append(loop)
+    data, lossy = to_jsonable({"a": loop, "b": (shared, shared)})
+    assert lossy
+    assert data["a"][:2] == [[1], [1]]
+    assert data["a"][2] == {"__repr__": "<cycle>", "__type__": "builtins.list"}
+    assert data["b"] == [[1], [1]]
+    deep: list[object] = []
+    cursor = deep
+    for _ in range(70):
+        cursor.append([])
+        cursor = cursor[0]  # type: ignore[assignment]
+    text = json.dumps(to_jsonable(deep)[0])
+    assert text.count("[") == 64
+    assert "<nested too deep>" in text

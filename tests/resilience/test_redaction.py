@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -245,3 +246,78 @@ def test_truncated_dict_becomes_a_marker_dict() -> None:
     assert set(result) == {TRUNCATED_TAG, "preview"}
     assert result["preview"].startswith('{"k0":0')
     assert json_size(result) <= 512
+
+
+# --------------------------------------------------------------------------- pattern gates
+
+# Pieces that make the default patterns match, miss by a hair, or case-fold across scripts:
+# under (?i) the long s (U+017F) matches "s", the dotless i (U+0131) "i", the Kelvin sign "k".
+_PIECES = st.sampled_from(
+    [
+        *"abeiks:=@/ _-.'\"\n\t0123456789",
+        "\u017f", "\u0131", "\u212a", "\u0130",
+        "Bearer ", "bearer\t", "password", "PASSWD", "pwd", "secret", "token", "cvv",
+        "api_key", "Api-Key", "ApiKey", "access_key", "privateKey", "key", "KeyError",
+        "Authorization", "cookie", "Set-Cookie", "proxy-authorization", "://", "https://u",
+        "4111 1111 1111 1111", "4111111111111111", "5500-0000-0000-0004",
+    ]
+)  # fmt: skip
+
+
+def _ungated(redaction: Redaction) -> Redaction:
+    """The same redaction with each pattern spelled differently, so no shortcut applies."""
+    return dataclasses.replace(redaction, patterns=tuple(f"{p}(?:)" for p in redaction.patterns))
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    text=st.lists(_PIECES, max_size=24).map("".join),
+    values=st.lists(st.text(max_size=6), max_size=3),
+    replacement=st.sampled_from([R, "password=x", "Bearer zz", "*"]),
+)
+def test_skipping_patterns_that_cannot_match_changes_nothing(
+    text: str, values: list[str], replacement: str
+) -> None:
+    """Property: scrub() gives what running every default pattern on every text gives."""
+    redaction = Redaction(replacement=replacement)
+    assert redaction.scrub(text, values) == _ungated(redaction).scrub(text, values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(_PIECES, max_size=24).map("".join))
+def test_card_numbers_always_contain_the_cheap_prefix(text: str) -> None:
+    """Property: every card-number match holds the four-digit run the quick search looks for."""
+    from resilience._redaction import _CARD, _CARD_GATE
+
+    if _CARD.search(text):
+        assert _CARD_GATE.search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pa\u017f\u017fword=hunter22",  # long s: the lowercase shortcut would miss it
+        "\u0130 have password=hunter22",  # non-ASCII elsewhere in the text
+        "auth=Bearer\u00a0abc.def",  # a non-ASCII space
+        "x-api-\u212aey: k-123456",  # the Kelvin sign folds to k
+    ],
+)
+def test_non_ascii_texts_are_scrubbed_like_ascii_ones(text: str) -> None:
+    """Texts outside ASCII always run the patterns, so case folding across scripts still hides."""
+    scrubbed = Redaction().scrub(text)
+    assert scrubbed.endswith(R)
+    assert scrubbed == _ungated(Redaction()).scrub(text)
+
+
+def test_key_verdicts_stay_right_past_the_cache_bound() -> None:
+    """Key matching is cached per Redaction, bounded, and never changes a verdict."""
+    redaction = Redaction()
+    keys = [f"field_{n}" for n in range(5000)] + ["db_password", "newPassword", "amount"]
+    first = [redaction.matches_key(key) for key in keys]
+    again = [redaction.matches_key(key) for key in reversed(keys)]
+    assert first == list(reversed(again))
+    assert first[-3:] == [True, True, False]
+    assert not any(first[:-3])
+    other = Redaction(keys=("field_1",))  # its own cache: another key list, other verdicts
+    assert other.matches_key("field_1")
+    assert not other.matches_key("db_password")
