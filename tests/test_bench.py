@@ -23,6 +23,10 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("breaker.py", ["pybreaker", "purgatory", "8 threads"]),
         ("idempotency.py", ["SET NX PX + SET PX", "INSERT + UPDATE", "@idempotent", "memory"]),
         ("dead_letter.py", ["store.add", "Bulk retry", "memory", "SQLite"]),
+        (
+            "celery_tasks.py",
+            ["stock Task", "fast request stack", "ResilientTask", "SET NX PX + SET PX"],
+        ),
     ],
 )
 def test_bench_runs_and_reports_its_anchors(script: str, anchors: list[str]) -> None:
