@@ -80,6 +80,8 @@ class Permit:
     kind: PermitKind
     trips: int
     token: str = ""
+    clean: bool = False
+    """Admitted while closed with no failure counted: a success has nothing to reset."""
 
 
 PASSTHROUGH: Final = Permit(kind=PermitKind.PASSTHROUGH, trips=0)
@@ -96,14 +98,16 @@ class Outcome(Enum):
 
 def closed_permit(record: BreakerRecord | None) -> Permit:
     """The permit of a call admitted while ``record`` was closed."""
-    return _closed_permit_of(0 if record is None else record.trips)
+    if record is None:
+        return _closed_permit_of(0, clean=True)
+    return _closed_permit_of(record.trips, clean=not record.consecutive_failures)
 
 
-@functools.lru_cache(maxsize=64)
-def _closed_permit_of(trips: int) -> Permit:
-    # Permits are immutable and a closed one carries only the trip count: share them
-    # rather than build a frozen dataclass on every windowed call.
-    return Permit(kind=PermitKind.CLOSED, trips=trips)
+@functools.lru_cache(maxsize=128)
+def _closed_permit_of(trips: int, *, clean: bool) -> Permit:
+    # Permits are immutable and a closed one carries only the trip count and whether
+    # failures were counted: share them rather than build one on every windowed call.
+    return Permit(kind=PermitKind.CLOSED, trips=trips, clean=clean)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

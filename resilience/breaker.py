@@ -405,7 +405,12 @@ class CircuitBreaker:
                 a probe result once the reset timeout has passed, and is ignored while
                 the breaker is open and waiting.
         """
-        if permit is None or permit.kind is not PermitKind.PASSTHROUGH:
+        if permit is None:
+            self._settle(permit, Outcome.SUCCESS)
+        elif permit.kind is PermitKind.CLOSED and permit.clean and not self._windowed:
+            # Nothing to reset: the same shortcut `call()` takes, and no store round trip.
+            return
+        elif permit.kind is not PermitKind.PASSTHROUGH:
             self._settle(permit, Outcome.SUCCESS)
 
     def record_failure(self, exc: BaseException, *, permit: Permit | None = None) -> None:

@@ -979,3 +979,27 @@ def test_settings_are_readable(clock: FakeClock) -> None:
     assert breaker.failure_rate_threshold == 0.25
     assert breaker.reset_timeout == 120.0
     assert breaker.name == "payments"
+
+
+def test_success_after_before_call_on_a_clean_closed_breaker_costs_no_store_call() -> None:
+    """before_call + record_success reads once and writes nothing when there is nothing to reset."""
+    from resilience.storage import MemoryBreakerStore
+
+    class Counting(MemoryBreakerStore):
+        calls = 0
+
+        def load(self, name: str):  # type: ignore[no-untyped-def]
+            type(self).calls += 1
+            return super().load(name)
+
+    store = Counting()
+    breaker = CircuitBreaker("ledger", store=store)
+    permit = breaker.before_call()
+    breaker.record_success(permit=permit)
+    assert Counting.calls == 1
+    # After a counted failure the success must reset the count: that one writes.
+    permit = breaker.before_call()
+    breaker.record_failure(ConnectionResetError(104, "reset"), permit=permit)
+    permit = breaker.before_call()
+    breaker.record_success(permit=permit)
+    assert store.load("ledger").consecutive_failures == 0  # type: ignore[union-attr]
