@@ -44,3 +44,25 @@ def test_plugin_module_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_plugin_uses_only_the_public_resilience_api() -> None:
+    """No module of pytest_taskchaos imports a private (underscored) part of resilience."""
+    import ast
+    from pathlib import Path
+
+    import pytest_taskchaos
+
+    offenders = []
+    for path in Path(pytest_taskchaos.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("resilience"):
+                names = [node.module or "", *(alias.name for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("resilience")]
+            else:
+                continue
+            parts = [part for name in names for part in name.split(".")]
+            if any(part.startswith("_") for part in parts):
+                offenders.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert offenders == []
