@@ -25,6 +25,7 @@ from resilience.storage import open_store
 from resilience.taxonomy import FailureType
 
 if TYPE_CHECKING:
+    import random
     from collections.abc import Mapping
     from datetime import timedelta
 
@@ -157,6 +158,7 @@ def install(
     engine: RetryEngine | None = None,
     dead_letters: DeadLetterQueue | None = None,
     clock: Clock | None = None,
+    rng: random.Random | None = None,
     on_store_error: OnStoreError | str | None = None,
     priority: Priority | str | None = None,
     idempotency_lease: float | timedelta | None = None,
@@ -182,6 +184,8 @@ def install(
         dead_letters: a ready dead-letter queue; without a replay callable, it gets
             one that re-enqueues through this app.
         clock: the time source (a ``FakeClock`` in tests).
+        rng: the randomness of the engine's jitter; seed it for reproducible retry
+            delays (tests, simulations). Ignored when ``engine`` is given.
         on_store_error: ``"fail_closed"`` (default: a task retries while the
             idempotency store is down) or ``"fail_open"`` (it runs unprotected).
         priority: the default priority (``"critical"`` ... ``"low"``).
@@ -226,7 +230,7 @@ def install(
         open_store(settings.store_url) if store is None or isinstance(store, str) else store
     )
     if engine is None:
-        engine = RetryEngine(policies=settings.policies, store=opened, clock=time_source)
+        engine = RetryEngine(policies=settings.policies, store=opened, clock=time_source, rng=rng)
     runtime = Resilience(
         app,
         settings=settings,

@@ -143,3 +143,20 @@ def test_resilience_repr_names_the_app_and_store(app: Celery, store: MemoryStore
 def test_install_opens_a_store_url(app: Celery, url: str) -> None:
     """store= as a URL is opened with open_store."""
     assert install(app, store=url).store.url.startswith(url)
+
+
+def test_a_seeded_install_gives_reproducible_retry_delays(app: Celery, store: MemoryStore) -> None:
+    """install(rng=Random(seed)) makes the engine's jitter repeat for the same seed."""
+    import random
+
+    from resilience.celery import install
+
+    def delays(seed: int) -> list[float | None]:
+        runtime = install(app, store=store, clock=FakeClock(), rng=random.Random(seed))
+        return [
+            runtime.engine.decide("t", ConnectionResetError(104, "reset"), n).delay
+            for n in range(3)
+        ]
+
+    assert delays(7) == delays(7)
+    assert delays(7) != delays(8)
