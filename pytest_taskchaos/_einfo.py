@@ -29,8 +29,30 @@ def render(exc_type: type[BaseException] | None, exc: BaseException | None, tb: 
         f'  File "{frame.f_code.co_filename}", line {lineno}, in {frame.f_code.co_name}\n'
         for frame, lineno in traceback.walk_tb(tb)
     )
-    lines.extend(traceback.format_exception_only(exc_type, exc))
+    lines.extend(_exception_only(exc_type, exc))
     return "".join(lines)
+
+
+def _exception_only(exc_type: type[BaseException] | None, exc: BaseException | None) -> list[str]:
+    # traceback.format_exception_only builds a TracebackException, walking the whole
+    # chain of causes and their stacks only to print the last line: most of a
+    # failure's cost here. The common case gets the same text directly.
+    if (
+        exc_type is None
+        or exc is None
+        or issubclass(exc_type, SyntaxError)
+        or hasattr(exc, "__notes__")
+    ):
+        return traceback.format_exception_only(exc_type, exc)
+    name = exc_type.__qualname__
+    module = exc_type.__module__
+    if module not in {"__main__", "builtins"}:
+        name = f"{module}.{name}"
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 -- what the traceback module prints for a broken __str__
+        text = "<exception str() failed>"
+    return [f"{name}: {text}\n" if text else f"{name}\n"]
 
 
 class LightExceptionInfo(ExceptionInfo):  # type: ignore[misc]

@@ -354,3 +354,47 @@ def test_failure_hooks_get_a_light_exception_info_and_nothing_reaches_the_broker
             assert queue.qsize() == 0
         finally:
             queue.close()
+
+
+def test_arguments_reach_the_task_as_the_json_wire_returns_them() -> None:
+    """Scalars arrive unchanged, containers as JSON gives them back, objects fail to publish."""
+    from kombu.exceptions import EncodeError
+
+    seen: list[tuple[Any, Any]] = []
+    app = Celery("simwire", broker="memory://", set_as_current=False)
+
+    @app.task(name="sim.wire", shared=False)
+    def wire(*args: Any, **kwargs: Any) -> None:
+        seen.append((args, kwargs))
+
+    with Simulation(app) as sim:
+        wire.delay(1, "a", 2.5, True, None, flag=False)
+        wire.delay((1, 2), {"nested": (3,)})
+        with pytest.raises(EncodeError):
+            wire.delay(object())
+        sim.run_until_idle()
+    assert seen == [
+        ((1, "a", 2.5, True, None), {"flag": False}),
+        (([1, 2], {"nested": [3]}), {}),
+    ]
+    assert [type(value) for value in seen[0][0]] == [int, str, float, bool, type(None)]
+
+
+def test_light_traceback_ends_with_the_standard_exception_line() -> None:
+    """The rendered exception line matches the traceback module's, module-qualified or not."""
+    import traceback
+
+    from pytest_taskchaos._einfo import render
+
+    class Custom(Exception):
+        pass
+
+    noted = ValueError("with a note")
+    noted.add_note("see order 7")
+    for error in (ValueError("bad"), KeyError("k"), Custom(), Custom("why"), noted):
+        expected = "".join(traceback.format_exception_only(type(error), error))
+        assert render(type(error), error, None).endswith(expected)
+        assert expected.splitlines()[0] in render(type(error), error, None)
+    assert render(Custom, Custom("why"), None).endswith(
+        f"{Custom.__module__}.{Custom.__qualname__}: why\n"
+    )
