@@ -9,19 +9,15 @@ on one server. Each test works in its own schema, dropped afterwards.
 from __future__ import annotations
 
 import contextlib
-import json
+import importlib.util
 import os
-import random
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import traceback
 import uuid
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -32,7 +28,6 @@ from resilience.storage import (
     DeadLetterRecord,
     DeadLetterStatus,
     HistoryEntry,
-    IdempotencyState,
     Store,
 )
 
@@ -45,46 +40,21 @@ if TYPE_CHECKING:
 
 T0 = 1_700_000_000.0
 KEYS = [f"race-{n:04d}" for n in range(1000)]
+
+
+def _load_proofs() -> Any:
+    # The test folders are not packages: load the shared proofs by path.
+    path = Path(__file__).with_name("proofs.py")
+    spec = importlib.util.spec_from_file_location("_storage_proofs", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+proofs = _load_proofs()
 SECRET = "hunter2-not-for-logs"  # noqa: S105 - a fake password the tests hunt for in errors
-
-WORKER = r"""
-import json, random, sys, threading
-from resilience.storage.postgres import PostgresStore
-from resilience.storage import DeadLetterRecord
-
-url, schema, job = sys.argv[1], sys.argv[2], sys.argv[3]
-store = PostgresStore(url, schema=schema, max_connections=2)
-T0 = 1_700_000_000.0
-if job == "race":
-    keys = [f"race-{n:04d}" for n in range(1000)]
-    print("ready", flush=True)
-    sys.stdin.readline()
-    ran, lock = [], threading.Lock()
-    def work(seed):
-        order = keys[:]
-        random.Random(seed).shuffle(order)
-        for key in order:
-            claim = store.idempotency.acquire(key, fingerprint="fp", lease=600, ttl=3600, now=T0)
-            if claim.acquired:
-                with lock:
-                    ran.append(key)
-                assert store.idempotency.complete(
-                    key, token=claim.record.token, result="1", ttl=3600, now=T0)
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
-    for t in threads: t.start()
-    for t in threads: t.join()
-    print(json.dumps(ran), flush=True)
-elif job == "hold":
-    claim = store.idempotency.acquire("held", fingerprint="fp", lease=10, ttl=600, now=T0)
-    print(claim.record.token, flush=True)
-    sys.stdin.read()
-elif job == "dlq":
-    for n in range(1_000_000):
-        record = DeadLetterRecord(id=f"crash-{n:07d}", task_name="crash", message="m" * 500,
-                                  first_failed_at=T0 + n, last_failed_at=T0 + n)
-        store.dead_letters.add(record)
-        print(record.id, flush=True)
-"""
 
 
 @pytest.fixture
@@ -126,25 +96,6 @@ def open_pg(url: str, schema: str, **options: object) -> PostgresStore:
 def with_app(url: str, name: str) -> str:
     """``url`` with an application_name, to find the store's connections on the server."""
     return f"{url}{'&' if '?' in url else '?'}application_name={name}"
-
-
-def spawn(url: str, schema: str, job: str) -> subprocess.Popen[str]:
-    """Start a worker process on the server."""
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, url, schema, job],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def sigkill(process: subprocess.Popen[str]) -> None:
-    """SIGKILL ``process``, reap it and close its pipes."""
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    for pipe in (process.stdin, process.stdout):
-        if pipe is not None:
-            pipe.close()
 
 
 def letter(n: int, **changes: object) -> DeadLetterRecord:
@@ -447,86 +398,34 @@ def test_32_threads_and_8_processes_run_each_of_1000_keys_exactly_once(
     """Racing acquire/complete from many threads and processes: 0 duplicates, bounded pool."""
     app = f"race{uuid.uuid4().hex[:8]}"
     store = open_pg(with_app(url, app), schema, max_connections=8)
-    workers = [spawn(url, schema, "race") for _ in range(8)]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            assert worker.stdout.readline().strip() == "ready"
-        ran: list[str] = []
-        lock = threading.Lock()
-        start = threading.Barrier(32)
 
-        def work(seed: int) -> None:
-            order = KEYS[:]
-            random.Random(seed).shuffle(order)
-            start.wait()
-            for key in order:
-                claim = store.idempotency.acquire(
-                    key, fingerprint="fp", lease=600, ttl=3600, now=T0
-                )
-                if claim.acquired:
-                    with lock:
-                        ran.append(key)
-                    assert store.idempotency.complete(
-                        key, token=claim.record.token, result="1", ttl=3600, now=T0
-                    )
-
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            list(pool.map(work, range(100, 132)))
-        for worker in workers:
-            out, _ = worker.communicate(timeout=300)
-            assert worker.returncode == 0
-            ran.extend(json.loads(out.strip().splitlines()[-1]))
+    def pool_stayed_bounded() -> None:
         assert backends(admin, app) <= 8
+
+    try:
+        proofs.race_runs_each_key_once(
+            store,
+            {"backend": "postgres", "url": url, "schema": schema},
+            before_teardown=pool_stayed_bounded,
+        )
     finally:
-        for worker in workers:
-            sigkill(worker)
-    runs = Counter(ran)
-    assert sorted(runs) == KEYS
-    assert max(runs.values()) == 1
-    store.close()
+        store.close()
 
 
 def test_a_sigkilled_lease_holder_is_taken_over_exactly_once(url: str, schema: str) -> None:
     """After SIGKILL of the owner, the key stays blocked until its lease ends, then runs once."""
     store = open_pg(url, schema)
-    holder = spawn(url, schema, "hold")
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "1"
-    sigkill(holder)
-    idem = store.idempotency
-    blocked = idem.acquire("held", fingerprint="fp", lease=10, ttl=600, now=T0 + 5)
-    assert not blocked.acquired
-    assert blocked.record.lease_remaining(T0 + 5) == 5
-    claims = [
-        idem.acquire("held", fingerprint="fp", lease=10, ttl=600, now=T0 + 11) for _ in range(5)
-    ]
-    assert [claim.record.token for claim in claims if claim.acquired] == [2]
-    assert idem.complete("held", token=2, result='"done"', ttl=600, now=T0 + 12)
-    assert not idem.complete("held", token=1, result='"late"', ttl=600, now=T0 + 13)
-    record = idem.get("held", now=T0 + 14)
-    assert record is not None
-    assert (record.state, record.result) == (IdempotencyState.COMPLETED, '"done"')
-    store.close()
+    try:
+        spec = {"backend": "postgres", "url": url, "schema": schema}
+        proofs.sigkilled_holder_is_taken_over_once(store, spec)
+    finally:
+        store.close()
 
 
 def test_sigkill_during_dead_letter_inserts_loses_no_returned_add(url: str, schema: str) -> None:
     """Every record whose add() returned before a SIGKILL is readable afterwards."""
-    open_pg(url, schema).close()
-    writer = spawn(url, schema, "dlq")
-    assert writer.stdout is not None
-    returned = [writer.stdout.readline().strip() for _ in range(300)]
-    sigkill(writer)
-    store = open_pg(url, schema)
-    try:
-        assert all(store.dead_letters.get(record_id) is not None for record_id in returned)
-        assert store.dead_letters.count(DeadLetterFilter(task_name="crash")) >= len(returned)
-    finally:
-        store.close()
+    spec = {"backend": "postgres", "url": url, "schema": schema}
+    proofs.sigkill_during_inserts_loses_no_returned_add(spec).close()
 
 
 def test_ten_thousand_dead_letters_filter_page_and_bulk_retry(url: str, schema: str) -> None:

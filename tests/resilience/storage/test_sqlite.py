@@ -7,19 +7,13 @@ or a SIGKILL, and what many threads and processes see on one file.
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
-import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import traceback
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -40,69 +34,23 @@ from resilience.storage.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 T0 = 1_700_000_000.0
 KEYS = [f"race-{n:04d}" for n in range(1000)]
 
-# Run by child processes: open the store named on argv, then do one job.
-WORKER = r"""
-import json, random, sys, threading
-from resilience.storage.sqlite import SQLiteStore
-from resilience.storage import DeadLetterRecord
 
-path, job = sys.argv[1], sys.argv[2]
-store = SQLiteStore(path, busy_timeout=60)
-T0 = 1_700_000_000.0
-if job == "race":
-    keys = [f"race-{n:04d}" for n in range(1000)]
-    print("ready", flush=True)
-    sys.stdin.readline()
-    ran, lock = [], threading.Lock()
-    def work(seed):
-        order = keys[:]
-        random.Random(seed).shuffle(order)
-        for key in order:
-            claim = store.idempotency.acquire(key, fingerprint="fp", lease=600, ttl=3600, now=T0)
-            if claim.acquired:
-                with lock:
-                    ran.append(key)
-                assert store.idempotency.complete(
-                    key, token=claim.record.token, result="1", ttl=3600, now=T0)
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
-    for t in threads: t.start()
-    for t in threads: t.join()
-    print(json.dumps(ran), flush=True)
-elif job == "hold":
-    claim = store.idempotency.acquire("held", fingerprint="fp", lease=10, ttl=600, now=T0)
-    print(claim.record.token, flush=True)
-    sys.stdin.read()
-elif job == "dlq":
-    for n in range(1_000_000):
-        record = DeadLetterRecord(id=f"crash-{n:07d}", task_name="crash", message="m" * 500,
-                                  first_failed_at=T0 + n, last_failed_at=T0 + n)
-        store.dead_letters.add(record)
-        print(record.id, flush=True)
-"""
+def _load_proofs() -> Any:
+    # The test folders are not packages: load the shared proofs by path.
+    path = Path(__file__).with_name("proofs.py")
+    spec = importlib.util.spec_from_file_location("_storage_proofs", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def spawn(path: Path, job: str) -> subprocess.Popen[str]:
-    """Start a worker process on the database at ``path``."""
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(path), job],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def sigkill(process: subprocess.Popen[str]) -> None:
-    """SIGKILL ``process``, reap it and close its pipes."""
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    for pipe in (process.stdin, process.stdout):
-        if pipe is not None:
-            pipe.close()
+proofs = _load_proofs()
 
 
 @pytest.fixture
@@ -285,96 +233,27 @@ def test_dead_letter_text_search_is_case_insensitive_beyond_ascii(store: SQLiteS
 def test_32_threads_and_8_processes_run_each_of_1000_keys_exactly_once(db: Path) -> None:
     """Racing acquire/complete on one file from many threads and processes: 0 duplicates."""
     store = SQLiteStore(db, busy_timeout=60)
-    workers = [spawn(db, "race") for _ in range(8)]
     try:
-        for worker in workers:
-            assert worker.stdout is not None
-            assert worker.stdout.readline().strip() == "ready"
-        ran: list[str] = []
-        lock = threading.Lock()
-        start = threading.Barrier(32)
-
-        def work(seed: int) -> None:
-            order = KEYS[:]
-            random.Random(seed).shuffle(order)
-            start.wait()
-            for key in order:
-                claim = store.idempotency.acquire(
-                    key, fingerprint="fp", lease=600, ttl=3600, now=T0
-                )
-                if claim.acquired:
-                    with lock:
-                        ran.append(key)
-                    assert store.idempotency.complete(
-                        key, token=claim.record.token, result="1", ttl=3600, now=T0
-                    )
-                else:
-                    assert claim.record.state in (
-                        IdempotencyState.IN_PROGRESS,
-                        IdempotencyState.COMPLETED,
-                    )
-
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            list(pool.map(work, range(100, 132)))
-        for worker in workers:
-            out, _ = worker.communicate(timeout=300)
-            assert worker.returncode == 0
-            ran.extend(json.loads(out.strip().splitlines()[-1]))
+        proofs.race_runs_each_key_once(store, {"backend": "sqlite", "path": str(db)})
     finally:
-        for worker in workers:
-            sigkill(worker)
-    runs = Counter(ran)
-    assert sorted(runs) == KEYS
-    assert max(runs.values()) == 1
-    for key in KEYS[:50]:
-        record = store.idempotency.get(key, now=T0)
-        assert record is not None
-        assert (record.state, record.token) == (IdempotencyState.COMPLETED, 1)
-    store.close()
+        store.close()
 
 
 def test_a_sigkilled_lease_holder_is_taken_over_exactly_once(db: Path) -> None:
     """After SIGKILL of the owner, the key stays blocked until its lease ends, then runs once."""
     store = SQLiteStore(db)
-    holder = spawn(db, "hold")
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "1"
-    sigkill(holder)
-    assert holder.returncode == -signal.SIGKILL
-    idem = store.idempotency
-    blocked = idem.acquire("held", fingerprint="fp", lease=10, ttl=600, now=T0 + 5)
-    assert not blocked.acquired
-    assert blocked.record.lease_remaining(T0 + 5) == 5
-    winners = [
-        claim
-        for claim in (
-            idem.acquire("held", fingerprint="fp", lease=10, ttl=600, now=T0 + 11) for _ in range(5)
-        )
-        if claim.acquired
-    ]
-    assert [claim.record.token for claim in winners] == [2]
-    assert idem.complete("held", token=2, result='"done"', ttl=600, now=T0 + 12)
-    assert not idem.complete("held", token=1, result='"late"', ttl=600, now=T0 + 13)
-    assert idem.get("held", now=T0 + 14).result == '"done"'  # type: ignore[union-attr]
-    store.close()
+    try:
+        proofs.sigkilled_holder_is_taken_over_once(store, {"backend": "sqlite", "path": str(db)})
+    finally:
+        store.close()
 
 
 def test_sigkill_during_dead_letter_inserts_loses_no_returned_add(db: Path) -> None:
-    """Every record whose add() returned before a SIGKILL is readable afterwards."""
-    SQLiteStore(db).close()
-    writer = spawn(db, "dlq")
-    assert writer.stdout is not None
-    returned = [writer.stdout.readline().strip() for _ in range(300)]
-    sigkill(writer)
-    store = SQLiteStore(db)
+    """Every record whose add() returned before a SIGKILL is readable; the file is intact."""
+    store = proofs.sigkill_during_inserts_loses_no_returned_add(
+        {"backend": "sqlite", "path": str(db)}
+    )
     try:
-        assert all(store.dead_letters.get(record_id) is not None for record_id in returned)
-        total = store.dead_letters.count(DeadLetterFilter(task_name="crash"))
-        assert total >= len(returned)
         with raw(db) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
