@@ -18,15 +18,55 @@ __all__ = ["Event", "EventKind", "fingerprint", "select"]
 
 
 class EventKind(StrEnum):
-    """What happened at one step of a simulation."""
+    """What happened at one step of a simulation.
+
+    The ``details`` each kind carries (all JSON-friendly values) are listed beside it.
+    """
 
     PUBLISHED = "published"
+    """A message was queued: ``eta`` (virtual seconds it is due)."""
+    DELIVERED = "delivered"
+    """A message was handed to the worker: ``redelivered`` (bool), ``duplicate`` (bool)."""
     STARTED = "started"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    RETRIED = "retried"
-    DEAD_LETTERED = "dead_lettered"
+    """The task's run began."""
     FAULT_INJECTED = "fault_injected"
+    """A fault fired: ``fault`` (its name), ``where`` (``entry``, ``exit``, ``publish``,
+    ``result``, or the dependency point: ``db``, ``http``, ``redis``, an import path),
+    ``exception`` (class name, or ``None``), ``failure_type`` (or ``None``)."""
+    RAISED = "raised"
+    """The run raised: ``exception`` (class name), ``message`` (first 200 characters)."""
+    CLASSIFIED = "classified"
+    """``resilience`` classified the failure: ``failure_type``, ``confidence``."""
+    DECIDED = "decided"
+    """The retry engine decided: ``action`` (``retry`` or ``dead_letter``), ``delay``
+    (seconds or ``None``), ``reason``, ``failure_type``."""
+    RETRIED = "retried"
+    """The run ended in a retry: ``countdown`` (seconds), ``exception`` (class name or ``None``),
+    ``deferred`` (bool: an open breaker or a busy idempotency key, not a failure)."""
+    DEAD_LETTERED = "dead_lettered"
+    """The run was stored in the dead-letter queue: ``exception``, ``failure_type``."""
+    BREAKER_CHANGED = "breaker_changed"
+    """A circuit breaker changed state: ``breaker``, ``old``, ``new`` (state values)."""
+    CALL_ADMITTED = "call_admitted"
+    """A breaker let the run's call through: ``breaker``."""
+    CALL_REJECTED = "call_rejected"
+    """An open breaker refused the run's call: ``breaker``, ``retry_after`` (seconds or None)."""
+    IDEMPOTENCY = "idempotency"
+    """The run's idempotency key was checked: ``key``, ``outcome`` (``miss``: claimed, the body
+    runs; ``hit``: a stored result is returned, the body does not run; ``in_progress``: held by
+    another run; ``conflict``: the key was used with other arguments)."""
+    SIDE_EFFECT = "side_effect"
+    """A side effect happened: ``name``, ``key`` (``None`` when not keyed)."""
+    WORKER_LOST = "worker_lost"
+    """The worker died during the run: the message was not acked; ``requeued`` (bool)."""
+    REDELIVERED = "redelivered"
+    """An unacked or duplicated message went back to the queue: ``reason``."""
+    ACKED = "acked"
+    """The message was acknowledged (the run is over for the broker)."""
+    SUCCEEDED = "succeeded"
+    """The run returned."""
+    FAILED = "failed"
+    """The run ended in the FAILURE state: ``exception`` (class name)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,9 +80,7 @@ class Event:
         task_id: the task's id (a retry keeps its task's id).
         attempt: the attempt the step belongs to, from 1 (Celery's
             ``request.retries`` + 1).
-        details: what else is known: ``eta`` of a publish, ``exception`` (class
-            name) of a failure, ``countdown`` of a retry, ``fault`` and ``where``
-            of an injected fault, ``failure_type`` of a dead letter.
+        details: what else is known, per kind (see :class:`EventKind`).
     """
 
     kind: EventKind

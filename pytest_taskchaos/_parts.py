@@ -1,10 +1,9 @@
-"""The pieces a simulation is made of: injection points, errors, messages, the queue, patches."""
+"""The pieces a simulation is made of: errors, messages, the queue, patches."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from heapq import heappush
 from itertools import count
 from typing import TYPE_CHECKING, Any
@@ -13,8 +12,6 @@ if TYPE_CHECKING:
     from contextlib import ExitStack
 
 __all__ = [
-    "Fault",
-    "InjectionPoint",
     "Message",
     "SimulationError",
     "StepBudgetExceeded",
@@ -22,15 +19,6 @@ __all__ = [
     "replace",
     "restore",
 ]
-
-
-class InjectionPoint(StrEnum):
-    """Where in a task an injected fault fires."""
-
-    ENTRY = "entry"
-    """Before the body runs."""
-    EXIT = "exit"
-    """After the body's side effects, before the message is acknowledged."""
 
 
 class SimulationError(Exception):
@@ -63,28 +51,16 @@ class Message:
     body: tuple[Any, ...]
     delivery_info: dict[str, Any]
     properties: dict[str, Any]
+    redelivered: bool = False
+    """The broker delivers it again (its worker was lost, or a duplicate delivery)."""
+    duplicate: bool = False
+    """A second delivery of a message whose first delivery also runs."""
 
-
-@dataclass(slots=True, kw_only=True)
-class Fault:
-    """A fault injected into a task, and how often it fired."""
-
-    task_name: str
-    factory: Callable[[], BaseException] | BaseException
-    at: InjectionPoint
-    times: int | None
-    fired: int = 0
-
-    def make(self) -> BaseException:
-        """The exception to raise now."""
-        if isinstance(self.factory, BaseException):
-            return self.factory
-        made = self.factory()
-        if not isinstance(made, BaseException):
-            raise SimulationError(
-                f"fault factory for {self.task_name!r} returned {made!r}, not an exception"
-            )
-        return made
+    @property
+    def queue(self) -> str | None:
+        """The queue it was routed to, when known."""
+        routing_key = self.delivery_info.get("routing_key")
+        return None if routing_key is None else str(routing_key)
 
 
 @dataclass(slots=True)

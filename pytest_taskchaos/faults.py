@@ -49,14 +49,20 @@ ExceptionFactory = _ex.ExceptionFactory
 
 
 class InjectionPoint(StrEnum):
-    """Where in a task's run a fault fires."""
+    """Where in a task's run a fault fires, besides calls to dependencies.
+
+    An injection may instead name a dependency point (``"db"``, ``"http"``,
+    ``"redis"`` or an import path); see :mod:`pytest_taskchaos.injection`.
+    """
 
     ENTRY = "entry"
     """Before the task body runs."""
     EXIT = "exit"
     """After the body's side effects, before the message is acked."""
-    DEPENDENCY = "dependency"
-    """Inside a call the body makes to a dependency (DB, HTTP, Redis, any import path)."""
+    PUBLISH = "publish"
+    """When the task publishes a message (a ``delay`` inside the body, a retry)."""
+    RESULT = "result"
+    """When the worker stores the task's result."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,7 +74,7 @@ class Fault:
         failure_type: how ``resilience.classify`` files the raised exception
             (``None`` for faults that raise nothing themselves: latency,
             duplicate delivery).
-        point: the default injection point.
+        point: where it fires unless the injection names another point.
         raises: makes a fresh exception per firing; ``None`` when nothing is raised.
         stand_in: makes the stand-in exception used when the real library is
             missing (``None`` for builtins and custom faults).
@@ -196,22 +202,13 @@ def _f(
 
 
 _T = FailureType
-_DEP = InjectionPoint.DEPENDENCY
 
 
 def _fixed(*args: object, **kwargs: object) -> Callable[..., Fault]:
-    def build(*, point: object = None) -> Fault:
-        fault_ = _f(*args, **kwargs)  # type: ignore[arg-type]
-        return fault_ if point is None else _with_point(fault_, point)
+    def build() -> Fault:
+        return _f(*args, **kwargs)  # type: ignore[arg-type]
 
     return build
-
-
-def _with_point(fault_: Fault, point: object) -> Fault:
-    from dataclasses import replace  # noqa: PLC0415 - only for configured faults
-
-    params = (*tuple(p for p in fault_.params if p[0] != "point"), ("point", str(point)))
-    return replace(fault_, point=_point(point), params=params)
 
 
 def _seconds(value: object, *, name: str, allow_zero: bool) -> float:
@@ -227,62 +224,55 @@ def _seconds(value: object, *, name: str, allow_zero: bool) -> float:
     return seconds
 
 
-def _rate_limit(*, retry_after: float | timedelta = 30.0, point: object = None) -> Fault:
+def _rate_limit(*, retry_after: float | timedelta = 30.0) -> Fault:
     seconds = _seconds(retry_after, name="retry_after", allow_zero=True)
     shown = str(int(seconds)) if seconds.is_integer() else str(math.ceil(seconds))
-    fault_ = _f(
+    return _f(
         "rate_limit",
         _T.TRANSIENT_RATE_LIMIT,
         _ex.http_factories(429, {"Retry-After": shown}),
         "HTTP 429 Too Many Requests with a Retry-After header",
-        point=_DEP,
         params=(("retry_after", seconds),),
     )
-    return fault_ if point is None else _with_point(fault_, point)
 
 
-def _api_down(*, status: int = 503, point: object = None) -> Fault:
+def _api_down(*, status: int = 503) -> Fault:
     if status not in (502, 503):
         raise ConfigurationError(
             f"status must be 502 or 503 for api_down, got {status!r}", key="status", value=status
         )
-    fault_ = _f(
+    return _f(
         "api_down",
         _T.EXTERNAL_API_DOWN,
         _ex.http_factories(status, {}),
         "HTTP 502/503 from an external API",
-        point=_DEP,
         params=(("status", status),),
     )
-    return fault_ if point is None else _with_point(fault_, point)
 
 
-def _latency(*, seconds: float | timedelta = 5.0, point: object = None) -> Fault:
+def _latency(*, seconds: float | timedelta = 5.0) -> Fault:
     value = _seconds(seconds, name="seconds", allow_zero=False)
-    fault_ = Fault(
+    return Fault(
         name="latency",
         failure_type=None,
-        point=_DEP,
         latency=value,
         params=(("seconds", value),),
         description="advance virtual time inside the call (trips time limits)",
     )
-    return fault_ if point is None else _with_point(fault_, point)
 
 
-def _missing(*, setting: str = "PAYMENTS_API_KEY", point: object = None) -> Fault:
+def _missing(*, setting: str = "PAYMENTS_API_KEY") -> Fault:
     if not isinstance(setting, str) or not setting:
         raise ConfigurationError(
             f"setting must be a non-empty name, got {setting!r}", key="setting", value=setting
         )
-    fault_ = _f(
+    return _f(
         "missing_setting",
         _T.CONFIG_MISSING_SETTING,
         _ex.missing_setting_factory(setting),
         "KeyError from an environment lookup of a setting that is not set",
         params=(("setting", setting),),
     )
-    return fault_ if point is None else _with_point(fault_, point)
 
 
 _PG = "server closed the connection unexpectedly"
@@ -293,7 +283,6 @@ _ENTRIES: dict[str, _Entry] = {
             _T.TRANSIENT_DATABASE,
             _ex.psycopg_factories("DeadlockDetected", "40P01", "deadlock detected"),
             "PostgreSQL deadlock (SQLSTATE 40P01)",
-            point=_DEP,
         ),
     ),
     "serialization_failure": _Entry(
@@ -306,7 +295,6 @@ _ENTRIES: dict[str, _Entry] = {
                 "could not serialize access due to concurrent update",
             ),
             "PostgreSQL serialization failure (SQLSTATE 40001)",
-            point=_DEP,
         ),
     ),
     "lock_timeout": _Entry(
@@ -317,7 +305,6 @@ _ENTRIES: dict[str, _Entry] = {
                 "LockNotAvailable", "55P03", "canceling statement due to lock timeout"
             ),
             "PostgreSQL lock timeout (SQLSTATE 55P03)",
-            point=_DEP,
         ),
     ),
     "db_connection_lost": _Entry(
@@ -326,7 +313,6 @@ _ENTRIES: dict[str, _Entry] = {
             _T.TRANSIENT_DATABASE,
             _ex.psycopg_factories("ConnectionFailure", "08006", _PG),
             "PostgreSQL connection lost (SQLSTATE 08006)",
-            point=_DEP,
         ),
     ),
     "pool_exhausted": _Entry(
@@ -335,7 +321,6 @@ _ENTRIES: dict[str, _Entry] = {
             _T.TRANSIENT_DATABASE,
             _ex.pool_exhausted_factories(),
             "SQLAlchemy QueuePool limit reached",
-            point=_DEP,
         ),
     ),
     "connect_timeout": _Entry(
@@ -346,7 +331,6 @@ _ENTRIES: dict[str, _Entry] = {
                 "connect", "Connection to api.example.com timed out (connect=10)"
             ),
             "HTTP connect timeout",
-            point=_DEP,
         ),
     ),
     "read_timeout": _Entry(
@@ -355,7 +339,6 @@ _ENTRIES: dict[str, _Entry] = {
             _T.EXTERNAL_TIMEOUT,
             _ex.requests_timeout_factories("read", "Read timed out. (read timeout=30)"),
             "HTTP read timeout (the request may have been processed)",
-            point=_DEP,
         ),
     ),
     "connection_refused": _Entry(
@@ -364,7 +347,6 @@ _ENTRIES: dict[str, _Entry] = {
             _T.TRANSIENT_NETWORK,
             _ex.requests_connection_factories(_ex.connection_refused),
             "connection refused (ECONNREFUSED)",
-            point=_DEP,
         ),
     ),
     "connection_reset": _Entry(
@@ -373,7 +355,6 @@ _ENTRIES: dict[str, _Entry] = {
             _T.TRANSIENT_NETWORK,
             _ex.requests_connection_factories(_ex.connection_reset),
             "connection reset by peer (ECONNRESET)",
-            point=_DEP,
         ),
     ),
     "dns_failure": _Entry(
@@ -382,7 +363,6 @@ _ENTRIES: dict[str, _Entry] = {
             _T.TRANSIENT_NETWORK,
             _ex.requests_connection_factories(_ex.dns_failure),
             "temporary DNS failure (EAI_AGAIN)",
-            point=_DEP,
         ),
     ),
     "rate_limit": _Entry(build=_rate_limit, params=("retry_after",)),
@@ -393,7 +373,6 @@ _ENTRIES: dict[str, _Entry] = {
             _T.EXTERNAL_API_ERROR,
             _ex.http_factories(500, {}),
             "HTTP 500 from an external API",
-            point=_DEP,
         ),
     ),
     "gateway_timeout": _Entry(
@@ -402,7 +381,6 @@ _ENTRIES: dict[str, _Entry] = {
             _T.EXTERNAL_TIMEOUT,
             _ex.http_factories(504, {}),
             "HTTP 504 from an external API's gateway",
-            point=_DEP,
         ),
     ),
     "oom": _Entry(
@@ -434,7 +412,6 @@ _ENTRIES: dict[str, _Entry] = {
                 _ex.celery_soft_time_limit,
             ),
             "Celery soft time limit exceeded",
-            point=_DEP,
         ),
     ),
     "disk_full": _Entry(
@@ -443,7 +420,6 @@ _ENTRIES: dict[str, _Entry] = {
             _T.SYSTEM_DISK_FULL,
             _ex.oserror_factory(errno.ENOSPC, "No space left on device"),
             "OSError ENOSPC writing a file",
-            point=_DEP,
         ),
     ),
     "missing_setting": _Entry(build=_missing, params=("setting",)),
@@ -458,7 +434,7 @@ _ENTRIES: dict[str, _Entry] = {
                 _ex.broker_operational_error,
             ),
             "publishing a message fails: the broker is unreachable",
-            point=_DEP,
+            point=InjectionPoint.PUBLISH,
             broker_down=True,
         ),
     ),
@@ -473,7 +449,7 @@ _ENTRIES: dict[str, _Entry] = {
                 _ex.redis_connection_error,
             ),
             "storing the task's result fails: the result backend is unreachable",
-            point=InjectionPoint.EXIT,
+            point=InjectionPoint.RESULT,
             result_backend_down=True,
         ),
     ),
@@ -499,7 +475,6 @@ CATALOG: Mapping[str, Fault] = MappingProxyType(
 def fault(name: str, **params: object) -> Fault:
     """Look up a built-in fault and configure it.
 
-    Every fault takes ``point`` (``"entry"``, ``"exit"`` or ``"dependency"``);
     ``rate_limit`` takes ``retry_after`` (seconds or ``timedelta``),
     ``api_down`` takes ``status`` (502 or 503), ``latency`` takes ``seconds``,
     ``missing_setting`` takes ``setting`` (the variable's name).
@@ -523,11 +498,12 @@ def fault(name: str, **params: object) -> Fault:
         raise ConfigurationError(
             f"unknown fault {name!r}{hint} Valid faults: {valid}", key="fault", value=name
         )
-    allowed = (*entry.params, "point")
+    allowed = entry.params
     for key, value in params.items():
         if key not in allowed:
+            takes = ", ".join(allowed) if allowed else "no parameters"
             raise ConfigurationError(
-                f"fault {name!r} has no parameter {key!r}; it takes: {', '.join(allowed)}",
+                f"fault {name!r} has no parameter {key!r}; it takes: {takes}",
                 key=key,
                 value=value,
             )
@@ -538,7 +514,6 @@ def custom(
     exc_or_factory: BaseException | type[BaseException] | Callable[[], BaseException],
     *,
     name: str = "custom",
-    point: InjectionPoint | str = InjectionPoint.ENTRY,
     failure_type: FailureType | None = None,
 ) -> Fault:
     """Make a user-defined fault from an exception instance, class or factory.
@@ -547,7 +522,6 @@ def custom(
         exc_or_factory: an exception (copied per firing), an exception class
             (instantiated without arguments) or a zero-argument factory.
         name: the fault's name in history and reports.
-        point: the injection point.
         failure_type: how it classifies; by default what ``resilience.classify``
             says about a sample exception.
 
@@ -595,7 +569,6 @@ def custom(
     return Fault(
         name=name,
         failure_type=failure_type,
-        point=_point(point),
         raises=factory,
         description=f"user-defined: {type(sample).__qualname__}",
     )

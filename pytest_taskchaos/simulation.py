@@ -3,7 +3,7 @@
 ::
 
     with Simulation(app, seed=7) as sim:
-        sim.inject("billing.charge", lambda: ConnectionResetError("reset"), times=2)
+        sim.inject("connection_reset", task="billing.charge", times=2)
         charge.delay(order_id=1)
         sim.run_until_idle()
     assert len(sim.events(kind="retried", task="billing.charge")) == 2
@@ -32,38 +32,55 @@ Virtual time: one freezegun freezer per simulation, moved at every message, so
 freezes ``time.monotonic`` / ``time.perf_counter`` inside the block: measure real
 time there with ``time.clock_gettime(time.CLOCK_MONOTONIC)``.
 
-Not simulated yet: message expiry, the publish signals (``before_task_publish`` /
-``after_task_publish``), redelivery (``redelivered`` is always false), and events
-for the ``IGNORED`` / ``REJECTED`` states (such a run records only ``started``).
+Faults (see :mod:`pytest_taskchaos.injection`) fire at task entry, at task exit
+(after the body's side effects, before the ack), when a message is published
+(broker down), when the result is stored (result backend down), or inside calls
+to dependencies (DB, HTTP, Redis, any import path). A lost worker ends the run
+without an ack: with ``acks_late`` and ``reject_on_worker_lost`` the message is
+delivered again (``redelivered`` set), otherwise Celery's main process marks the
+task FAILURE with ``WorkerLostError`` and sends ``task_failure``, as a worker does.
+Latency moves the virtual clock inside the run; past the task's soft time limit
+the run raises ``SoftTimeLimitExceeded``, past the hard one it ends like a lost
+worker with ``TimeLimitExceeded``.
+
+Not simulated: message expiry, the publish signals (``before_task_publish`` /
+``after_task_publish``), Celery's ``retry_on_worker_lost``, and events for the
+``IGNORED`` / ``REJECTED`` states (such a run records only ``started``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
+import warnings
 from collections import Counter
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from heapq import heappop
 from typing import TYPE_CHECKING, Any, Self
 
-from celery import states  # type: ignore[import-untyped]
+from celery import signals as celery_signals  # type: ignore[import-untyped]
+from celery import states
 from celery.app import trace as celery_trace  # type: ignore[import-untyped]
+from celery.exceptions import (  # type: ignore[import-untyped]
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+)
 from kombu import serialization
 
 from pytest_taskchaos._einfo import LightExceptionInfo
 from pytest_taskchaos._history import Event, EventKind, fingerprint, select
+from pytest_taskchaos._injector import Active, Injector
 from pytest_taskchaos._parts import (
-    Fault,
-    InjectionPoint,
     Message,
     SimulationError,
     StepBudgetExceeded,
     VirtualQueue,
     replace,
-    restore,
 )
-from resilience import RetryEngine
+from pytest_taskchaos.faults import CATALOG, InjectionPoint
+from pytest_taskchaos.injection import Injection, injection
 from resilience.celery import install, signals
 from resilience.clock import FakeClock, seconds_of
 from resilience.errors import ConfigurationError
@@ -72,6 +89,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
+    from pytest_taskchaos.schedules import DecisionSource
     from resilience.celery import Resilience
     from resilience.storage import Store
 
@@ -79,7 +97,7 @@ __all__ = [
     "DEFAULT_START",
     "Event",
     "EventKind",
-    "InjectionPoint",
+    "Injection",
     "Simulation",
     "SimulationError",
     "StepBudgetExceeded",
@@ -89,6 +107,36 @@ DEFAULT_START = datetime(2026, 1, 5, 12, tzinfo=UTC).timestamp()
 """Where virtual time begins unless told: a Monday noon, UTC."""
 
 _HOSTNAME = "taskchaos@simulation"
+_MESSAGE_CHARS = 200
+_PUBLISH = InjectionPoint.PUBLISH.value
+_RESULT = InjectionPoint.RESULT.value
+
+
+_WARM: list[bool] = []
+
+
+def _warm_fault_imports() -> None:
+    """Import the libraries the catalog's exceptions come from, once, before freezegun runs.
+
+    A compiled module imported while freezegun has replaced ``datetime.date`` (psycopg's
+    binary build, for one) warns that the type's size changed; importing them first
+    keeps such imports out of the frozen block.
+    """
+    if not _WARM:
+        for entry in CATALOG.values():
+            entry.exception()
+        _WARM.append(True)
+
+
+class _RunEnded(BaseException):
+    """Ends a run from inside it, past Celery's ``except Exception``: the worker is gone."""
+
+    def __init__(self, exc: BaseException, *, requeue: bool) -> None:
+        super().__init__(exc)
+        self.exc = exc
+        self.requeue = requeue
+
+
 # kombu's (un-annotated) serializer: a captured body takes the wire's round trip.
 _dumps: Callable[..., tuple[str, str, Any]] = serialization.dumps
 _loads: Callable[..., Any] = serialization.loads
@@ -130,9 +178,12 @@ class Simulation:
 
     Args:
         app: the Celery app whose tasks run in the simulation.
-        seed: the seed of every random choice (task ids, jitter).
+        seed: the seed of every random choice (task ids, jitter, fault schedules).
         start: the virtual wall-clock time at the start (epoch seconds).
         store: a store URL or an opened store; default ``"memory://"``.
+        decisions: where probabilistic fault schedules draw from; default a
+            generator seeded from ``seed`` (hypothesis passes its own, so a failing
+            run shrinks to the fewest firings).
 
     Raises:
         ConfigurationError: a bad argument (``key`` names it).
@@ -145,6 +196,7 @@ class Simulation:
         seed: int = 0,
         start: float = DEFAULT_START,
         store: str | Store | None = None,
+        decisions: DecisionSource | None = None,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigurationError(f"seed must be an int, got {seed!r}", key="seed", value=seed)
@@ -161,10 +213,19 @@ class Simulation:
         self._store: str | Store = "memory://" if store is None else store
         self._runtime: Resilience | None = None
         self._queue = VirtualQueue()
-        self._faults: list[Fault] = []
+        self._injector = Injector(
+            app,
+            decisions=random.Random(self.rng.getrandbits(64)) if decisions is None else decisions,
+            now=lambda: self.now,
+            current=lambda: self._current,
+            on_fire=self._on_fire,
+            on_call=self._on_watched_call,
+        )
         self._tracers: dict[str, Callable[..., Any]] = {}
-        self._patched: dict[str, tuple[bool, Any]] = {}
         self._current: Message | None = None
+        self._run_began = 0.0
+        self._raised: BaseException | None = None
+        self._deferred = False
         self._pending_due: float | None = None
         self._retry_due: dict[str, float] = {}
         self._exit: ExitStack | None = None
@@ -179,18 +240,15 @@ class Simulation:
             raise SimulationError("this Simulation is already active")
         from freezegun import freeze_time  # noqa: PLC0415 -- costs ~10 ms, paid only when used
 
+        _warm_fault_imports()
         stack = ExitStack()
         try:
-            runtime = install(self.app, store=self._store, clock=self.clock)
-            # install() gives the engine its own unseeded generator; the same settings
-            # with a seeded one keep the retry delays reproducible.
-            runtime.engine = RetryEngine(
-                policies=runtime.settings.policies,
-                store=runtime.store,
+            self._runtime = install(
+                self.app,
+                store=self._store,
                 clock=self.clock,
                 rng=random.Random(self.rng.getrandbits(64)),
             )
-            self._runtime = runtime
             saved = random.getstate()
             stack.callback(random.setstate, saved)
             random.seed(self.rng.getrandbits(64))
@@ -202,12 +260,10 @@ class Simulation:
             # costs more than running the task.
             self._producer = stack.enter_context(self.app.producer_or_acquire())
             replace(stack, celery_trace, "ExceptionInfo", LightExceptionInfo)
-            uid = f"taskchaos.simulation.{id(self)}"
-            signals.on_dead_letter.connect(self._on_dead_letter, weak=False, dispatch_uid=uid)
-            stack.callback(signals.on_dead_letter.disconnect, dispatch_uid=uid)
-            stack.callback(self._unpatch_tasks)
-            for name in {fault.task_name for fault in self._faults}:
-                self._patch_task(name)
+            self._connect(stack)
+            self._injector.start(stack)
+            # A plain task's tracer holds the task's run from when it was built.
+            self._tracers.clear()
         except BaseException:
             stack.close()
             raise
@@ -248,55 +304,107 @@ class Simulation:
 
     # ------------------------------------------------------------------ faults
 
-    def inject(
-        self,
-        task_name: str,
-        exc_factory: Callable[[], BaseException] | BaseException,
-        *,
-        at: InjectionPoint | str = InjectionPoint.ENTRY,
-        times: int | None = None,
-    ) -> None:
-        """Make a task raise an exception at its entry or exit.
+    def inject(self, what: Injection | Any, **keywords: Any) -> Injection:
+        """Inject a fault into the app's tasks.
 
         Args:
-            task_name: the registered name of one of the app's tasks.
-            exc_factory: an exception class, a callable returning an exception, or an
-                exception instance (raised as it is).
-            at: ``"entry"`` (before the body) or ``"exit"`` (after its side effects).
-            times: fire on the first ``times`` calls only; ``None``: on every call.
+            what: an :class:`Injection`, or what :func:`~pytest_taskchaos.injection.injection`
+                takes first: a catalog name (``"deadlock"``), a
+                :class:`~pytest_taskchaos.faults.Fault`, an exception, its class or a factory.
+            **keywords: :func:`~pytest_taskchaos.injection.injection`'s keywords
+                (``task=``, ``at=``, ``times=``, ``rate=``, ``window=``, ...).
+
+        Returns:
+            The injection; :meth:`fired` tells how often it fired.
 
         Raises:
-            ConfigurationError: an unknown task, a bad ``at`` or ``times``, or a
-                factory that is neither callable nor an exception.
+            ConfigurationError: a bad fault, keyword or point, or a ``task`` pattern
+                that matches none of the app's tasks (the message lists them).
         """
-        if task_name not in self.app.tasks:
-            known = ", ".join(sorted(n for n in self.app.tasks if not n.startswith("celery.")))
-            raise ConfigurationError(
-                f"unknown task {task_name!r}; the app's tasks: {known}",
-                key="task_name",
-                value=task_name,
-            )
-        try:
-            point = InjectionPoint(at)
-        except ValueError:
-            raise ConfigurationError(
-                f"at must be 'entry' or 'exit', got {at!r}", key="at", value=at
-            ) from None
-        if times is not None and (
-            isinstance(times, bool) or not isinstance(times, int) or times < 1
-        ):
-            raise ConfigurationError(
-                f"times must be None or an int >= 1, got {times!r}", key="times", value=times
-            )
-        if not callable(exc_factory) and not isinstance(exc_factory, BaseException):
-            raise ConfigurationError(
-                f"exc_factory must be an exception, its class or a factory, got {exc_factory!r}",
-                key="exc_factory",
-                value=exc_factory,
-            )
-        self._faults.append(Fault(task_name=task_name, factory=exc_factory, at=point, times=times))
+        if isinstance(what, Injection):
+            if keywords:
+                key = next(iter(keywords))
+                raise ConfigurationError(
+                    f"an Injection is complete; {key!r} cannot be added to it",
+                    key=key,
+                    value=keywords[key],
+                )
+            made = what
+        else:
+            made = injection(what, **keywords)
+        self._check_task_pattern(made.task)
+        self._injector.add(made)
         if self._exit is not None:
-            self._patch_task(task_name)
+            self._tracers.clear()
+        return made
+
+    def fired(self, which: Injection | str | None = None) -> int:
+        """How many times an injection fired (by object or label); ``None``: all of them."""
+        return sum(
+            active.fired
+            for active in self._injector.actives
+            if which is None or active.injection is which or active.injection.label == which
+        )
+
+    @property
+    def injections(self) -> list[tuple[Injection, int, int]]:
+        """Each injection with the calls that reached its point and how many it fired on."""
+        return [(active.injection, active.calls, active.fired) for active in self._injector.actives]
+
+    def watch(self, spec: str) -> None:
+        """Record each call to a dependency point as a side effect, without injecting.
+
+        Args:
+            spec: ``"db"``, ``"http"``, ``"redis"`` or an import path; each call made
+                during a run becomes a ``side_effect`` event named ``spec`` whose key is
+                the call (``"requests POST https://api.example.com/charges"``).
+
+        Raises:
+            ConfigurationError: the point is unknown or the path does not resolve.
+        """
+        from pytest_taskchaos import _points  # noqa: PLC0415 -- the injector's own helper
+
+        self._injector.watch(_points.check_point(spec))
+
+    def effect(self, name: str, key: object = None) -> None:
+        """Record a side effect of the running task (a charge, an email), for assertions.
+
+        Call it from task code (or from a test double the task calls) right where
+        the effect happens; ``assert_effect_once`` then finds duplicates per key.
+
+        Args:
+            name: what the effect is (``"charge"``).
+            key: what makes two effects the same one (the order id); ``None``: unkeyed.
+
+        Raises:
+            ConfigurationError: ``name`` is not a non-empty string.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(
+                f"effect name must be a non-empty string, got {name!r}", key="name", value=name
+            )
+        current = self._current
+        self._record(
+            EventKind.SIDE_EFFECT,
+            "" if current is None else current.task_name,
+            "" if current is None else current.task_id,
+            1 if current is None else current.attempt,
+            name=name,
+            key=None if key is None else str(key),
+        )
+
+    def _check_task_pattern(self, pattern: str) -> None:
+        if pattern == "*":
+            return
+        from fnmatch import fnmatchcase  # noqa: PLC0415 -- only for filtered injections
+
+        names = sorted(n for n in self.app.tasks if not n.startswith("celery."))
+        if not any(fnmatchcase(name, pattern) for name in names):
+            raise ConfigurationError(
+                f"task {pattern!r} matches none of the app's tasks: {', '.join(names)}",
+                key="task",
+                value=pattern,
+            )
 
     # ------------------------------------------------------------------ running
 
@@ -413,6 +521,7 @@ class Simulation:
         task_id: str | None = None,
         **options: Any,
     ) -> Any:
+        self._injector.fire(_PUBLISH, name)
         now = self.clock.time()
         due = now
         if eta is not None:
@@ -499,96 +608,284 @@ class Simulation:
             kwargs=kwargs,
             hostname=_HOSTNAME,
             is_eager=False,
-            delivery_info=dict(message.delivery_info),
+            delivery_info=dict(message.delivery_info, redelivered=message.redelivered),
             properties=dict(message.properties),
             reply_to=message.properties.get("reply_to"),
             correlation_id=message.properties.get("correlation_id", message.task_id),
         )
         request.update(embed or {})
         name, task_id, attempt = message.task_name, message.task_id, message.attempt
-        self._record(EventKind.STARTED, name, task_id, attempt)
+        record = self._record
+        record(
+            EventKind.DELIVERED,
+            name,
+            task_id,
+            attempt,
+            redelivered=message.redelivered,
+            duplicate=message.duplicate,
+        )
+        record(EventKind.STARTED, name, task_id, attempt)
         self._current = message
+        self._run_began = self.clock.time()
+        self._raised = None
+        self._deferred = False
         try:
-            info = tracer(task_id, args, kwargs, request)[1]
+            if self._injector.targets(_RESULT):
+                with warnings.catch_warnings():
+                    # What a worker logs when storing the result fails.
+                    warnings.filterwarnings("ignore", "Exception raised outside body")
+                    info = tracer(task_id, args, kwargs, request)[1]
+            else:
+                info = tracer(task_id, args, kwargs, request)[1]
+        except _RunEnded as ended:
+            self._current = None
+            self._run_ended(message, ended, request)
+            return
         finally:
             self._current = None
         if info is None or info.state == states.SUCCESS:
-            self._record(EventKind.SUCCEEDED, name, task_id, attempt)
+            record(EventKind.SUCCEEDED, name, task_id, attempt)
         elif info.state == states.RETRY:
             cause = getattr(info.retval, "exc", None)
+            if cause is not None:
+                self._record_raised(message, cause)
             due = self._retry_due.pop(task_id, self.clock.time())
-            self._record(
+            record(
                 EventKind.RETRIED,
                 name,
                 task_id,
                 attempt,
                 countdown=due - self.clock.time(),
                 exception=None if cause is None else type(cause).__name__,
+                deferred=self._deferred,
             )
         elif info.state == states.FAILURE:
-            self._record(
-                EventKind.FAILED, name, task_id, attempt, exception=type(info.retval).__name__
+            self._record_raised(message, info.retval)
+            record(EventKind.FAILED, name, task_id, attempt, exception=type(info.retval).__name__)
+        record(EventKind.ACKED, name, task_id, attempt)
+
+    def _record_raised(self, message: Message, exc: BaseException) -> None:
+        if self._raised is exc:
+            return
+        self._raised = exc
+        self._record(
+            EventKind.RAISED,
+            message.task_name,
+            message.task_id,
+            message.attempt,
+            exception=type(exc).__name__,
+            message=str(exc)[:_MESSAGE_CHARS],
+        )
+
+    def _run_ended(self, message: Message, ended: _RunEnded, request: dict[str, Any]) -> None:
+        """The worker died (or hit the hard time limit) mid-run: redeliver or fail, as Celery."""
+        name, task_id, attempt = message.task_name, message.task_id, message.attempt
+        task = self.app.tasks[name]
+        exc = ended.exc
+        self._record(
+            EventKind.WORKER_LOST,
+            name,
+            task_id,
+            attempt,
+            exception=type(exc).__name__,
+            requeued=ended.requeue,
+        )
+        if ended.requeue:
+            self._queue.push(dataclasses.replace(message, due=self.clock.time(), redelivered=True))
+            self._record(EventKind.REDELIVERED, name, task_id, attempt, reason="worker_lost")
+            return
+        # Celery's main process: mark FAILURE and send task_failure with the request pushed.
+        einfo = LightExceptionInfo((type(exc), exc, exc.__traceback__))
+        task.backend.mark_as_failure(task_id, exc, request=task.request, store_result=True)
+        task.request_stack.push(celery_trace.Context(request))
+        try:
+            celery_signals.task_failure.send(
+                sender=task,
+                task_id=task_id,
+                exception=exc,
+                args=message.body[0],
+                kwargs=message.body[1],
+                traceback=einfo.traceback,
+                einfo=einfo,
             )
+        finally:
+            task.request_stack.pop()
+        self._record(EventKind.FAILED, name, task_id, attempt, exception=type(exc).__name__)
+        self._record(EventKind.ACKED, name, task_id, attempt)
+
+    # ------------------------------------------------------------------ firing
+
+    def _on_fire(self, active: Active, where: str, detail: str | None) -> None:
+        """Do what a firing fault does: record it, then raise, lose the worker, ..."""
+        fault = active.injection.fault
+        current = self._current
+        error = fault.exception()
+        self._record(
+            EventKind.FAULT_INJECTED,
+            "" if current is None else current.task_name,
+            "" if current is None else current.task_id,
+            1 if current is None else current.attempt,
+            fault=active.injection.label,
+            where=where,
+            detail=detail,
+            exception=None if error is None else type(error).__name__,
+            failure_type=None if fault.failure_type is None else fault.failure_type.value,
+        )
+        if current is None:
+            if error is not None:
+                raise error
+            return
+        if fault.latency:
+            self._move_to(self.clock.time() + fault.latency)
+            self._check_time_limits(current)
+        if fault.duplicate_delivery:
+            self._queue.push(
+                dataclasses.replace(
+                    current, due=self.clock.time(), redelivered=True, duplicate=True
+                )
+            )
+            self._record(
+                EventKind.REDELIVERED,
+                current.task_name,
+                current.task_id,
+                current.attempt,
+                reason="duplicate_delivery",
+            )
+        if error is None:
+            return
+        if fault.worker_lost:
+            raise _RunEnded(error, requeue=self._requeues_lost(current.task_name))
+        raise error
+
+    def _requeues_lost(self, task_name: str) -> bool:
+        task = self.app.tasks[task_name]
+        reject = task.reject_on_worker_lost
+        if reject is None:
+            reject = self.app.conf.task_reject_on_worker_lost
+        return bool(task.acks_late and reject)
+
+    def _check_time_limits(self, message: Message) -> None:
+        task = self.app.tasks[message.task_name]
+        hard, soft = message.headers.get("timelimit") or (None, None)
+        hard = task.time_limit if hard is None else hard
+        soft = task.soft_time_limit if soft is None else soft
+        elapsed = self.clock.time() - self._run_began
+        if hard is not None and elapsed >= hard:
+            exc = TimeLimitExceeded(hard)
+            acks_on_timeout = task.acks_on_timeout
+            raise _RunEnded(exc, requeue=bool(task.acks_late and not acks_on_timeout))
+        if soft is not None and elapsed >= soft:
+            raise SoftTimeLimitExceeded(soft)
+
+    def _on_watched_call(self, spec: str, detail: str) -> None:
+        current = self._current
+        if current is not None:
+            self._record(
+                EventKind.SIDE_EFFECT,
+                current.task_name,
+                current.task_id,
+                current.attempt,
+                name=spec,
+                key=detail,
+            )
+
+    # ------------------------------------------------------------------ resilience's signals
+
+    def _connect(self, stack: ExitStack) -> None:
+        uid = f"taskchaos.simulation.{id(self)}"
+        for signal, receiver in (
+            (signals.on_dead_letter, self._on_dead_letter),
+            (signals.on_decision, self._on_decision),
+            (signals.on_idempotency, self._on_idempotency),
+            (signals.on_breaker_call, self._on_breaker_call),
+            (signals.on_breaker_change, self._on_breaker_change),
+        ):
+            signal.connect(receiver, weak=False, dispatch_uid=uid)
+            stack.callback(signal.disconnect, dispatch_uid=uid)
+
+    def _mine(self, sender: Any) -> bool:
+        return getattr(sender, "app", None) is self.app
+
+    def _here(self) -> tuple[str, str, int]:
+        current = self._current
+        if current is None:
+            return "", "", 1
+        return current.task_name, current.task_id, current.attempt
+
+    def _on_decision(
+        self, sender: Any, request: Any, exception: BaseException, decision: Any, **_: Any
+    ) -> None:
+        current = self._current
+        if not self._mine(sender) or current is None:
+            return
+        self._record_raised(current, exception)
+        name, task_id, attempt = self._here()
+        verdict = decision.classification
+        self._record(
+            EventKind.CLASSIFIED,
+            name,
+            task_id,
+            attempt,
+            failure_type=verdict.failure_type.value,
+            confidence=verdict.confidence,
+        )
+        self._record(
+            EventKind.DECIDED,
+            name,
+            task_id,
+            attempt,
+            action="retry" if decision.retry else "dead_letter",
+            delay=decision.delay,
+            reason=decision.reason,
+            failure_type=verdict.failure_type.value,
+        )
+
+    def _on_idempotency(self, sender: Any, request: Any, key: str, outcome: str, **_: Any) -> None:
+        if not self._mine(sender):
+            return
+        if outcome == "in_progress":
+            self._deferred = True
+        self._record(EventKind.IDEMPOTENCY, *self._here(), key=key, outcome=outcome)
+
+    def _on_breaker_call(
+        self, sender: str, task: Any, admitted: bool, retry_after: float | None, **_: Any
+    ) -> None:
+        if not self._mine(task):
+            return
+        if admitted:
+            self._record(EventKind.CALL_ADMITTED, *self._here(), breaker=sender)
+            return
+        self._deferred = True
+        self._record(
+            EventKind.CALL_REJECTED, *self._here(), breaker=sender, retry_after=retry_after
+        )
+
+    def _on_breaker_change(self, sender: str, old_state: Any, new_state: Any, **_: Any) -> None:
+        self._record(
+            EventKind.BREAKER_CHANGED,
+            *self._here(),
+            breaker=sender,
+            old=str(getattr(old_state, "value", old_state)),
+            new=str(getattr(new_state, "value", new_state)),
+        )
 
     def _on_dead_letter(
         self, sender: Any, record: Any, exception: BaseException, decision: Any, **_: Any
     ) -> None:
-        if getattr(sender, "app", None) is not self.app:
+        if not self._mine(sender):
             return
         current = self._current
-        failure_type = None
+        if current is not None:
+            self._record_raised(current, exception)
+        failure_type = getattr(getattr(record, "failure_type", None), "value", None)
         if decision is not None:
             failure_type = decision.classification.failure_type.value
+        task_id, attempt = self._here()[1:]
         self._record(
             EventKind.DEAD_LETTERED,
             sender.name,
-            "" if current is None else current.task_id,
-            1 if current is None else current.attempt,
+            task_id,
+            attempt,
             exception=type(exception).__name__,
             failure_type=failure_type,
         )
-
-    def _patch_task(self, name: str) -> None:
-        if name in self._patched:
-            return
-        task = self.app.tasks[name]
-        had = "run" in vars(task)
-        previous = vars(task).get("run")
-        original = task.run
-        faults = self._faults
-
-        def run(*args: Any, **kwargs: Any) -> Any:
-            self._fire(faults, name, InjectionPoint.ENTRY)
-            result = original(*args, **kwargs)
-            self._fire(faults, name, InjectionPoint.EXIT)
-            return result
-
-        task.run = run
-        self._patched[name] = (had, previous)
-        # A plain task's tracer holds the task's run from when it was built.
-        self._tracers.pop(name, None)
-
-    def _unpatch_tasks(self) -> None:
-        for name, (had, previous) in self._patched.items():
-            restore(self.app.tasks[name], "run", had=had, previous=previous)
-            self._tracers.pop(name, None)
-        self._patched.clear()
-
-    def _fire(self, faults: list[Fault], name: str, point: InjectionPoint) -> None:
-        for fault in faults:
-            if fault.task_name != name or fault.at is not point:
-                continue
-            if fault.times is not None and fault.fired >= fault.times:
-                continue
-            fault.fired += 1
-            error = fault.make()
-            current = self._current
-            self._record(
-                EventKind.FAULT_INJECTED,
-                name,
-                "" if current is None else current.task_id,
-                1 if current is None else current.attempt,
-                fault=type(error).__name__,
-                where=point.value,
-            )
-            raise error

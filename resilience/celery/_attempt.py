@@ -26,9 +26,19 @@ from celery.exceptions import Ignore, Reject, Retry  # type: ignore[import-untyp
 from resilience.breaker import CircuitBreaker
 from resilience.celery._replay import DEAD_LETTER_HEADER
 from resilience.celery._runtime import INSTALLS, Resilience
-from resilience.celery.signals import on_dead_letter
+from resilience.celery.signals import (
+    on_breaker_call,
+    on_dead_letter,
+    on_decision,
+    on_idempotency,
+)
 from resilience.engine import Priority, RetryEngine
-from resilience.errors import CircuitOpenError, DeadLetterConflict, IdempotencyInProgress
+from resilience.errors import (
+    CircuitOpenError,
+    DeadLetterConflict,
+    IdempotencyInProgress,
+    IdempotencyKeyMismatch,
+)
 from resilience.idempotency import IdempotencyGuard, idempotency_key, payload_fingerprint
 from resilience.taxonomy import FailureType
 
@@ -130,6 +140,8 @@ def run_guarded(
     claim: Claim | None = None
     if plan.guard is not None:
         claim = _enter(plan, plan.guard, task, request, args=args, kwargs=kwargs)
+        found = "hit" if claim.duplicate else "miss"
+        on_idempotency.send(sender=task, request=request, key=claim.key, outcome=found)
         if claim.duplicate:
             if worker and request.headers:
                 _resolve_replay(plan, task, request, duplicate=True)
@@ -173,6 +185,7 @@ def _enter(
     try:
         return _claim(guard, plan.key, task, args, kwargs)
     except IdempotencyInProgress as busy:
+        on_idempotency.send(sender=task, request=request, key=busy.key, outcome="in_progress")
         wait = min(busy.retry_after, plan.runtime.settings.in_progress_delay)
         _defer(
             plan, task, request, busy, wait=wait, why=f"idempotency key {busy.key!r} is in progress"
@@ -180,6 +193,8 @@ def _enter(
     except CONTROL_FLOW:
         raise
     except Exception as exc:
+        if isinstance(exc, IdempotencyKeyMismatch):
+            on_idempotency.send(sender=task, request=request, key=exc.key, outcome="conflict")
         if not request.called_directly:
             fail(plan, task, request, exc, args=args, kwargs=kwargs)
         raise
@@ -190,11 +205,14 @@ def _admit(
 ) -> Permit:
     """The breaker's permit; an open breaker gives the key back and defers."""
     try:
-        return breaker.before_call()
+        permit = breaker.before_call()
     except CircuitOpenError as refused:
         if claim is not None:
             claim.release()
         wait = refused.retry_after
+        on_breaker_call.send(
+            sender=breaker.name, task=task, request=request, admitted=False, retry_after=wait
+        )
         _defer(
             plan,
             task,
@@ -203,6 +221,10 @@ def _admit(
             wait=plan.runtime.settings.forced_open_delay if wait is None else wait,
             why=f"breaker {breaker.name!r} is open",
         )
+    on_breaker_call.send(
+        sender=breaker.name, task=task, request=request, admitted=True, retry_after=None
+    )
+    return permit
 
 
 def _claim(
@@ -311,6 +333,7 @@ def fail(
         queue=queue,
         context={"task_id": request.id, "queue": queue},
     )
+    on_decision.send(sender=task, request=request, exception=exc, decision=decision)
     failure_type = decision.classification.failure_type
     replayed = headers.get(DEAD_LETTER_HEADER)
     if replayed:

@@ -24,13 +24,39 @@ A receiver that raises is logged by Celery and does not affect the task.
     dependency's name, a ``str``), ``breaker`` (the
     :class:`~resilience.CircuitBreaker`), ``old_state`` and ``new_state``
     (:class:`~resilience.CircuitState`).
+
+``on_decision``
+    Sent when the retry engine has decided about a failed attempt, before the retry
+    is published or the run is dead-lettered. Arguments: ``sender`` (the task),
+    ``request`` (Celery's request), ``exception``, ``decision`` (the
+    :class:`~resilience.RetryDecision`: classification, retry or not, delay, reason).
+
+``on_idempotency``
+    Sent when a task with an idempotency key has checked it. Arguments: ``sender``
+    (the task), ``request``, ``key`` (the derived key, a ``str``), ``outcome``:
+    ``"miss"`` (claimed: the body runs), ``"hit"`` (a stored result is returned, the
+    body does not run), ``"in_progress"`` (another run holds it: the task is
+    deferred) or ``"conflict"`` (the key was used with other arguments).
+
+``on_breaker_call``
+    Sent when a task with a breaker asks it for a call. Arguments: ``sender`` (the
+    dependency's name), ``task``, ``request``, ``admitted`` (``bool``),
+    ``retry_after`` (seconds until the next probe when refused, else ``None``).
+
+A signal without receivers costs a dictionary lookup.
 """
 
 from __future__ import annotations
 
 from celery.utils.dispatch import Signal  # type: ignore[import-untyped]
 
-__all__ = ["on_breaker_change", "on_dead_letter"]
+__all__ = [
+    "on_breaker_call",
+    "on_breaker_change",
+    "on_dead_letter",
+    "on_decision",
+    "on_idempotency",
+]
 
 on_dead_letter = Signal(
     name="on_dead_letter",
@@ -40,4 +66,19 @@ on_dead_letter = Signal(
 on_breaker_change = Signal(
     name="on_breaker_change",
     providing_args={"breaker", "old_state", "new_state"},
+)
+
+on_decision = Signal(
+    name="on_decision",
+    providing_args={"request", "exception", "decision"},
+)
+
+on_idempotency = Signal(
+    name="on_idempotency",
+    providing_args={"request", "key", "outcome"},
+)
+
+on_breaker_call = Signal(
+    name="on_breaker_call",
+    providing_args={"task", "request", "admitted", "retry_after"},
 )

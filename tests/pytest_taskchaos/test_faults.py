@@ -192,12 +192,14 @@ def test_behaviour_flags() -> None:
     assert not CATALOG["deadlock"].broker_down
 
 
-def test_point_can_be_overridden() -> None:
-    """Any fault takes point= and records it among its parameters."""
-    moved = fault("deadlock", point="exit")
-    assert moved.point is InjectionPoint.EXIT
-    assert moved.options["point"] == "exit"
-    assert CATALOG["deadlock"].point is InjectionPoint.DEPENDENCY
+def test_default_points() -> None:
+    """Faults fire at task entry unless their nature puts them elsewhere."""
+    assert CATALOG["deadlock"].point is InjectionPoint.ENTRY
+    assert CATALOG["duplicate_delivery"].point is InjectionPoint.EXIT
+    assert CATALOG["broker_down"].point is InjectionPoint.PUBLISH
+    assert CATALOG["result_backend_down"].point is InjectionPoint.RESULT
+    with pytest.raises(ConfigurationError, match="it takes: no parameters"):
+        fault("deadlock", point="exit")
 
 
 def test_unknown_fault_lists_valid_names_and_suggests() -> None:
@@ -243,10 +245,10 @@ def test_custom_from_instance_copies_per_firing() -> None:
 
 
 def test_custom_from_class_and_factory() -> None:
-    """An exception class or zero-argument factory makes a fault; point and type may be set."""
-    from_class = custom(TimeoutError, point="dependency")
+    """An exception class or zero-argument factory makes a fault; its type may be set."""
+    from_class = custom(TimeoutError)
     assert isinstance(from_class.exception(), TimeoutError)
-    assert from_class.point is InjectionPoint.DEPENDENCY
+    assert from_class.point is InjectionPoint.ENTRY
     from_factory = custom(
         lambda: RuntimeError("boom"), name="boom", failure_type=FailureType.UNKNOWN
     )

@@ -109,7 +109,7 @@ def test_two_failures_retry_twice_at_the_policy_countdowns_in_virtual_time() -> 
     started = [event.at for event in sim.events(kind="started")]
     assert started == [0.0, NO_JITTER.delay(1), NO_JITTER.delay(1) + NO_JITTER.delay(2)]
     assert [call["retries"] for call in work.calls] == [0, 1, 2]
-    assert kinds(sim)[-1] == "succeeded"
+    assert kinds(sim)[-2:] == ["succeeded", "acked"]
     assert sim.events(kind="dead_lettered") == []
     assert elapsed < 5, "virtual countdowns must not be waited for"
 
@@ -196,7 +196,7 @@ def test_drain_until_leaves_later_messages_queued_and_moves_the_clock() -> None:
         assert sim.pending == 1
         assert sim.drain(until=NO_JITTER.delay(1)) == 1
         assert sim.run_until_idle() == 1
-    assert kinds(sim)[-1] == "succeeded"
+    assert kinds(sim)[-2:] == ["succeeded", "acked"]
 
 
 def test_tasks_published_from_tasks_are_captured_with_their_countdown() -> None:
@@ -214,7 +214,7 @@ def test_entry_fault_fires_given_times_before_the_body() -> None:
     """An entry fault with times=2 fails two attempts before the body runs, then stops."""
     work = Workload(failures=0)
     with Simulation(work.app) as sim:
-        sim.inject("sim.flaky", ConnectionResetError, times=2)
+        sim.inject(ConnectionResetError, task="sim.flaky", times=2)
         work.flaky.delay(1)
         sim.run_until_idle()
     faults = sim.events(kind="fault_injected")
@@ -230,18 +230,25 @@ def test_exit_fault_fires_after_the_side_effect() -> None:
     """An exit fault lets the body's side effect happen, then fails the attempt."""
     work = Workload(failures=0)
     with Simulation(work.app) as sim:
-        sim.inject("sim.flaky", lambda: ConnectionResetError("lost"), at="exit", times=1)
+        sim.inject(ConnectionResetError("lost"), task="sim.flaky", at="exit", times=1)
         work.flaky.delay(1)
         sim.run_until_idle()
     assert work.effects == 2
     assert kinds(sim, "sim.flaky") == [
         "published",
+        "delivered",
         "started",
         "fault_injected",
+        "raised",
+        "classified",
+        "decided",
         "published",
         "retried",
+        "acked",
+        "delivered",
         "started",
         "succeeded",
+        "acked",
     ]
 
 
@@ -251,7 +258,7 @@ def test_fault_on_a_plain_task_fails_it() -> None:
     with Simulation(work.app) as sim:
         work.plain.delay(1)
         sim.run_until_idle()
-        sim.inject("sim.plain", KeyError("boom"), times=1)
+        sim.inject(KeyError("boom"), task="sim.plain", times=1)
         work.plain.delay(2)
         sim.run_until_idle()
     assert [e.details["exception"] for e in sim.events(kind="failed")] == ["KeyError"]
@@ -265,7 +272,7 @@ def test_leaving_restores_the_app_tasks_and_global_random() -> None:
     expected = random.random()
     random.seed(5)
     sim = Simulation(work.app)
-    sim.inject("sim.plain", KeyError)
+    sim.inject(KeyError, task="sim.plain")
     try:
         with sim:
             random.random()
@@ -282,13 +289,15 @@ def test_leaving_restores_the_app_tasks_and_global_random() -> None:
 def test_bad_arguments_are_refused_with_the_field_named() -> None:
     """inject/drain/events/Simulation reject bad input naming the argument."""
     work = Workload()
-    with pytest.raises(ConfigurationError, match=r"sim\.flaky") as unknown:
-        Simulation(work.app).inject("sim.nope", KeyError)
-    assert unknown.value.key == "task_name"
+    with pytest.raises(
+        ConfigurationError, match=r"matches none of the app's tasks.*sim\.flaky"
+    ) as unknown:
+        Simulation(work.app).inject(KeyError, task="sim.nope")
+    assert unknown.value.key == "task"
     sim = Simulation(work.app)
     for kwargs, key in (({"at": "middle"}, "at"), ({"times": 0}, "times")):
         with pytest.raises(ConfigurationError) as caught:
-            sim.inject("sim.plain", KeyError, **kwargs)
+            sim.inject(KeyError, task="sim.plain", **kwargs)
         assert caught.value.key == key
     with pytest.raises(ConfigurationError) as seed:
         Simulation(work.app, seed="1")  # type: ignore[arg-type]
