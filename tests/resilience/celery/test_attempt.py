@@ -11,7 +11,13 @@ from celery.exceptions import Retry
 
 from resilience import CircuitState, FailureType, FakeClock, RetryPolicy
 from resilience.celery import FAILURES_HEADER, Resilience, ResilientTask, install
-from resilience.celery.signals import on_breaker_change, on_dead_letter
+from resilience.celery.signals import (
+    on_breaker_call,
+    on_breaker_change,
+    on_dead_letter,
+    on_decision,
+    on_idempotency,
+)
 from resilience.errors import CircuitOpenError, IdempotencyInProgress
 from resilience.idempotency import payload_fingerprint
 
@@ -308,3 +314,84 @@ def test_on_dead_letter_is_sent_with_the_record_and_the_exception(
     assert event["record"].id == record.id
     assert isinstance(event["exception"], ValueError)
     assert event["decision"].retry is False
+
+
+class Received:
+    """Connects a receiver to signals for the block and keeps what it received."""
+
+    def __init__(self, *signals: Any) -> None:
+        self.signals = signals
+        self.calls: list[dict[str, Any]] = []
+
+    def receive(self, sender: Any, signal: Any = None, **kwargs: Any) -> None:
+        self.calls.append({"signal": signal.name, "sender": sender, **kwargs})
+
+    def __enter__(self) -> Received:
+        for signal in self.signals:
+            signal.connect(self.receive, weak=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signal in self.signals:
+            signal.disconnect(self.receive)
+
+
+def test_on_decision_is_sent_for_every_failed_attempt_before_the_retry(
+    app: Celery, clock: FakeClock, store: MemoryStore, worker: InProcessWorker
+) -> None:
+    """A failure sends on_decision with the classification and the engine's verdict."""
+    install(app, store=store, clock=clock, policies={FailureType.TRANSIENT_NETWORK: FAST})
+    charge = charge_task(app, fail_first=1)
+    with Received(on_decision) as got:
+        charge.delay(3, 10)
+        worker.drain()
+    (call,) = got.calls
+    assert call["sender"].name == charge.name
+    assert isinstance(call["exception"], ConnectionError)
+    assert call["decision"].retry is True
+    assert call["decision"].delay == FAST.delay(1)
+    assert call["decision"].classification.failure_type is FailureType.TRANSIENT_NETWORK
+    assert call["request"].id is not None
+
+
+def test_on_idempotency_reports_miss_then_hit(
+    app: Celery, resilience: Resilience, worker: InProcessWorker
+) -> None:
+    """The first run claims the key (miss); a duplicate is answered from the store (hit)."""
+    charge = charge_task(app)
+    with Received(on_idempotency) as got:
+        charge.delay(7, 100)
+        charge.delay(7, 100)
+        worker.drain()
+    assert [(c["key"], c["outcome"]) for c in got.calls] == [
+        ("charge:7", "miss"),
+        ("charge:7", "hit"),
+    ]
+
+
+def test_on_idempotency_reports_a_conflicting_reuse_of_a_key(
+    app: Celery, resilience: Resilience, worker: InProcessWorker
+) -> None:
+    """The same key with other arguments is a conflict."""
+    charge = charge_task(app)
+    with Received(on_idempotency) as got:
+        charge.delay(7, 100)
+        charge.delay(7, 250)
+        worker.drain()
+    assert [c["outcome"] for c in got.calls] == ["miss", "conflict"]
+
+
+def test_on_breaker_call_reports_admitted_and_rejected_calls(
+    app: Celery, resilience: Resilience, worker: InProcessWorker
+) -> None:
+    """A closed breaker admits the call; an open one rejects it with the probe delay."""
+    call_api = api_task(app)
+    with Received(on_breaker_call) as got:
+        call_api.delay(1)
+        worker.drain()
+        trip(resilience)
+        call_api.delay(2)
+        worker.run_next()
+    admitted = [(c["sender"], c["admitted"], c["retry_after"]) for c in got.calls]
+    probe = resilience.breaker("payments-api").seconds_until_probe()
+    assert admitted == [("payments-api", True, None), ("payments-api", False, probe)]
