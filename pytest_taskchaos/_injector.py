@@ -9,6 +9,7 @@ the injector hands each firing to a callback.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +142,8 @@ class Injector:
         original = task.run
         fire = self.fire
 
+        # wraps: the task's signature binds key templates and payload fingerprints.
+        @functools.wraps(original)
         def run(*args: Any, **kwargs: Any) -> Any:
             fire(_ENTRY, name)
             result = original(*args, **kwargs)

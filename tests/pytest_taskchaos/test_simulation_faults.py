@@ -311,3 +311,27 @@ def test_watch_counts_dependency_calls_as_side_effects(tmp_path: Any) -> None:
     effects = sim.events(kind="side_effect")
     assert [e.details["name"] for e in effects] == ["db"]
     assert str(effects[0].details["key"]).startswith("sqlite3")
+
+
+def test_a_patched_task_keeps_its_signature_for_key_templates() -> None:
+    """An entry fault wraps run(); a key template still binds positional arguments by name."""
+    app = Celery("keys", broker="memory://", set_as_current=False)
+    runs: list[int] = []
+
+    @app.task(
+        base=ResilientTask,
+        bind=True,
+        name="keys.close",
+        shared=False,
+        idempotency_key="close:{job}",
+    )
+    def close(self: Any, job: int) -> None:
+        runs.append(job)
+
+    with Simulation(app) as sim:
+        sim.inject("connection_reset", task="keys.close", times=1)
+        close.delay(5)
+        sim.run_until_idle()
+    assert runs == [5]
+    assert [e.details["key"] for e in sim.events(kind="idempotency")] == ["close:5", "close:5"]
+    assert sim.events(kind="dead_lettered") == []

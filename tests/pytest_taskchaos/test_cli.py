@@ -1,0 +1,151 @@
+"""Tests of the taskchaos command (pytest_taskchaos.cli.main)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_taskchaos.cli import main
+
+if TYPE_CHECKING:
+    import pytest
+
+SCENARIOS = Path(__file__).parents[2] / "scenarios"
+APP = "examples.taskapp.scenario_app:make_scenario_app"
+PASSING = f"""
+name: quick
+app: {APP}
+tasks: [{{name: taskapp.autoclose_job, kwargs: {{job_id: "{{n}}"}}}}]
+workload: {{count: 5}}
+expect: {{completion_ratio: 1.0, max_dlq: 0}}
+"""
+FAILING = f"""
+name: doomed
+seed: 5
+app: {APP}
+tasks: [{{name: taskapp.create_ppm_job, kwargs: {{schedule_id: "{{n}}", due_date: "2025-11-01"}}}}]
+workload: {{count: 4}}
+faults: [{{fault: missing_setting, setting: X}}]
+expect: {{completion_ratio: 1.0}}
+"""
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_run_passing_prints_table_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A passing scenario prints its row with PASS and exit status 0."""
+    path = _write(tmp_path, "quick.yaml", PASSING)
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == [
+        "scenario",
+        "tasks",
+        "faults",
+        "retries",
+        "dlq",
+        "dups",
+        "trips",
+        "virtual",
+        "verdict",
+    ]
+    assert out.splitlines()[1].split() == ["quick", "5", "0", "0", "0", "0", "0", "0s", "PASS"]
+    assert "1 passed, 0 failed" in out
+
+
+def test_run_failing_exits_1_with_measured_value_and_rerun_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed expectation gives exit 1, the measured value and a re-run line with the seed."""
+    path = _write(tmp_path, "doomed.yaml", FAILING)
+    assert main(["run", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL completion_ratio: expected >= 1, measured 0 (0/4 tasks)" in out
+    assert f"re-run: taskchaos run {path} --seed 5" in out
+
+
+def test_seed_option_overrides_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--seed replaces the file's seed in the re-run line."""
+    path = _write(tmp_path, "doomed.yaml", FAILING)
+    assert main(["run", str(path), "--seed", "9"]) == 1
+    assert f"re-run: taskchaos run {path} --seed 9" in capsys.readouterr().out
+
+
+def test_json_and_junit_reports(tmp_path: Path) -> None:
+    """--json and --junit write one entry per scenario with verdicts and failure messages."""
+    _write(tmp_path, "a.yaml", PASSING)
+    _write(tmp_path, "b.yaml", FAILING)
+    report, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    assert main(["run", str(tmp_path), "--json", str(report), "--junit", str(junit)]) == 1
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert data["passed"] is False
+    assert [(s["name"], s["passed"]) for s in data["scenarios"]] == [
+        ("quick", True),
+        ("doomed", False),
+    ]
+    suite = ET.parse(junit).getroot()  # noqa: S314 -- the file this test just wrote
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    [failure] = suite.iter("failure")
+    assert failure.get("message") == "completion_ratio: expected >= 1, measured 0 (0/4 tasks)"
+
+
+def test_invalid_file_exits_2_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One invalid file among valid ones: exit 2, file:line:col printed, no table, no report."""
+    _write(tmp_path, "a.yaml", PASSING)
+    _write(
+        tmp_path,
+        "bad.yaml",
+        PASSING.replace("name: quick", "name: bad").replace("count: 5", "cuont: 5"),
+    )
+    report = tmp_path / "r.json"
+    assert main(["run", str(tmp_path), "--json", str(report)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"{tmp_path / 'bad.yaml'}:5:" in captured.err
+    assert "unknown key 'cuont'" in captured.err
+    assert not report.exists()
+
+
+def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """validate: 0 for the shipped scenarios, 2 with the location of a mistake."""
+    assert main(["validate", str(SCENARIOS)]) == 0
+    assert "scenarios valid" in capsys.readouterr().out
+    bad = _write(
+        tmp_path, "bad.yaml", PASSING.replace("autoclose_job, kwargs", "autoclose_job, kwarg")
+    )
+    assert main(["validate", str(bad)]) == 2
+    assert f"{bad}:4:" in capsys.readouterr().err
+
+
+def test_list_faults(capsys: pytest.CaptureFixture[str]) -> None:
+    """list-faults prints each catalog fault with its type, point and parameters."""
+    assert main(["list-faults"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["name", "failure"]
+    rate = next(line for line in lines if line.startswith("rate_limit "))
+    assert rate.split()[:4] == ["rate_limit", "TRANSIENT_RATE_LIMIT", "entry", "retry_after=30.0"]
+
+
+def test_explain_prints_the_timeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """explain prints events grouped by minute, then the verdict; exit 1 when it fails."""
+    path = _write(tmp_path, "doomed.yaml", FAILING)
+    assert main(["explain", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("-- minute 0\nt=0s published taskapp.create_ppm_job[")
+    assert "dead_lettered taskapp.create_ppm_job" in out
+    assert "doomed: FAIL (seed 5)" in out
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown command is a usage error with exit status 2."""
+    assert main(["frobnicate"]) == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
