@@ -7,6 +7,9 @@
     taskchaos list-faults
     taskchaos explain SCENARIO_FILE [--name NAME] [--seed N]
 
+A scenario's ``app`` is imported with the current directory on ``sys.path`` (as
+``celery -A`` does), so ``taskchaos run scenarios/`` finds the project's modules.
+
 Exit status: 0 when everything passed (or is valid), 1 when an expectation
 failed, 2 for invalid input (a scenario file's mistakes are printed as
 ``file:line:column: key.path: message``, and nothing runs).
@@ -279,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) and _INVALID
     out, err = sys.stdout, sys.stderr
+    here = str(Path.cwd())
+    if here not in sys.path:
+        sys.path.insert(0, here)
     with _quiet_logs():
         if args.command == "run":
             return _run(args, out, err)
