@@ -190,6 +190,7 @@ def history_slice(
 
 
 def _fail(lines: Iterable[str], shown: Sequence[Event], title: str) -> NoReturn:
+    __tracebackhide__ = True
     body = "\n".join(lines)
     history = indent(_render(shown, 40), "  ")
     count = len(shown)

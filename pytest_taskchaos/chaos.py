@@ -183,6 +183,7 @@ class Chaos:
         per_task_id: bool = False,
     ) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_retried`."""
+        __tracebackhide__ = True
         return assertions.assert_retried(
             self.history,
             task,
@@ -194,10 +195,12 @@ class Chaos:
 
     def assert_not_retried(self, task: str) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_not_retried`."""
+        __tracebackhide__ = True
         return assertions.assert_not_retried(self.history, task)
 
     def assert_retry_delays_within(self, task: str, policy: RetryPolicy) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_retry_delays_within`."""
+        __tracebackhide__ = True
         return assertions.assert_retry_delays_within(self.history, task, policy)
 
     def assert_dead_lettered(
@@ -208,18 +211,21 @@ class Chaos:
         count: int | None = None,
     ) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_dead_lettered`."""
+        __tracebackhide__ = True
         return assertions.assert_dead_lettered(
             self.history, task, failure_type=failure_type, count=count
         )
 
     def assert_not_dead_lettered(self, task: str) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_not_dead_lettered`."""
+        __tracebackhide__ = True
         return assertions.assert_not_dead_lettered(self.history, task)
 
     def assert_succeeded(
         self, task: str, *, within: float | timedelta | None = None
     ) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_succeeded`."""
+        __tracebackhide__ = True
         return assertions.assert_succeeded(self.history, task, within=within)
 
     def assert_breaker(
@@ -232,6 +238,7 @@ class Chaos:
         closed: bool | None = None,
     ) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_breaker`."""
+        __tracebackhide__ = True
         return assertions.assert_breaker(
             self.history,
             breaker,
@@ -243,14 +250,17 @@ class Chaos:
 
     def assert_breaker_never_opened(self, breaker: str) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_breaker_never_opened`."""
+        __tracebackhide__ = True
         return assertions.assert_breaker_never_opened(self.history, breaker)
 
     def assert_effect_once(self, name: str, *, per_key: bool = True) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_effect_once`."""
+        __tracebackhide__ = True
         return assertions.assert_effect_once(self.history, name, per_key=per_key)
 
     def assert_idempotent(self, task: str) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_idempotent`."""
+        __tracebackhide__ = True
         return assertions.assert_idempotent(self.history, task)
 
     def assert_budget_held(
@@ -262,6 +272,7 @@ class Chaos:
         window: float = 60.0,
     ) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_budget_held`."""
+        __tracebackhide__ = True
         return assertions.assert_budget_held(
             self.history, task, ratio=ratio, min_retries=min_retries, window=window
         )
@@ -270,6 +281,7 @@ class Chaos:
         self, task: str | None = None, *, max_simultaneous: int, resolution: float = 1.0
     ) -> list[Event]:
         """See :func:`pytest_taskchaos.assertions.assert_retries_spread`."""
+        __tracebackhide__ = True
         return assertions.assert_retries_spread(
             self.history, task, max_simultaneous=max_simultaneous, resolution=resolution
         )
@@ -279,6 +291,7 @@ class Chaos:
 
         See :func:`pytest_taskchaos.assertions.assert_faults_fired`.
         """
+        __tracebackhide__ = True
         if faults is None and self._declared:
             faults = [made.label for made in self._declared]
         return assertions.assert_faults_fired(self.history, faults)

@@ -6,7 +6,7 @@ file's ``faults:`` entries all become::
     injection("deadlock", times=2)                       # first 2 calls, any task
     injection("rate_limit", rate=0.3, retry_after=30, task="emails.*")
     injection("api_down", at="http", window=(300, 1500))  # an outage, minute 5 to 25
-    injection("read_timeout", at="myapp.payments.charge", only_retries=True)
+    injection("read_timeout", at="myapp.payments.charge", retries_only=True)
 
 ``at`` is a task-level point (``"entry"``, ``"exit"``, ``"publish"``,
 ``"result"``) or a dependency the task calls: ``"db"``, ``"http"``,

@@ -36,6 +36,8 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator
 
+    from _pytest.nodes import Node
+
     from pytest_taskchaos.chaos import Chaos
     from pytest_taskchaos.injection import Injection
     from resilience.clock import FakeClock
@@ -188,7 +190,10 @@ def _session_seed(config: pytest.Config) -> int:
     raw = raw.strip()
     if raw == "last":
         cache = getattr(config, "cache", None)
-        last = None if cache is None else cache.get(_CACHE_KEY, None)
+        if cache is None:
+            msg = "--chaos-seed=last reads pytest's cache, which is disabled (-p no:cacheprovider)"
+            raise pytest.UsageError(msg)
+        last = cache.get(_CACHE_KEY, None)
         if last is None:
             msg = "--chaos-seed=last: no previous chaos run recorded a seed (the cache is empty)"
             raise pytest.UsageError(msg)
@@ -210,6 +215,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STATE_KEY] = _Session(config, _session_seed(config))
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: without xdist it must not fail the run
 def pytest_configure_node(node: Any) -> None:
     """(pytest-xdist) Give every worker the controller's session seed."""
     node.workerinput["taskchaos_seed"] = node.config.stash[_STATE_KEY].seed
@@ -437,8 +443,21 @@ def pytest_runtest_makereport(
     if run is None:
         return report
     state = item.config.stash[_STATE_KEY]
+    if _FIRST_PASS_KEY in item.stash:
+        # --chaos-verify-determinism's silent first run: keep its history at the moment
+        # the real run's is read, after the call and before fixture teardown.
+        if call.when == "call":
+            item.stash[_VERIFY_KEY] = [event.describe() for event in run.chaos.history]
+        return report
     first = item.stash.get(_VERIFY_KEY, None)
-    if call.when == "call" and report.passed and first is not None:
+    first_error = item.stash.get(_VERIFY_ERROR_KEY, None)
+    if call.when == "call" and report.passed and first_error is not None:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"--chaos-verify-determinism: tearing down the first of the two runs failed: "
+            f"{first_error}"
+        )
+    elif call.when == "call" and report.passed and first is not None:
         second = [event.describe() for event in run.chaos.history]
         if first != second:
             report.outcome = "failed"
@@ -480,16 +499,43 @@ def pytest_runtest_protocol(
     if state.verify and "chaos" in getattr(item, "fixturenames", ()):
         from _pytest.runner import runtestprotocol  # noqa: PLC0415 -- as pytest-rerunfailures
 
-        runtestprotocol(item, nextitem=item, log=False)
-        run = item.stash.get(_TEST_KEY, None)
-        if run is not None:
-            item.stash[_VERIFY_KEY] = [event.describe() for event in run.chaos.history]
+        item.stash[_FIRST_PASS_KEY] = True
+        try:
+            # nextitem=item keeps the wider-scoped fixtures up for the real run...
+            runtestprotocol(item, nextitem=item, log=False)
+        finally:
+            del item.stash[_FIRST_PASS_KEY]
+        # ...and this tears down the test's own ones, which the real run sets up afresh.
+        setup_state = item.session._setupstate  # private, but there is no public way
+        teardown = pytest.CallInfo.from_call(
+            lambda: setup_state.teardown_exact(_ParentsOf(item)),  # type: ignore[arg-type]
+            when="teardown",
+            reraise=(pytest.exit.Exception, KeyboardInterrupt),
+        )
+        if teardown.excinfo is not None:
+            item.stash[_VERIFY_ERROR_KEY] = teardown.excinfo.exconly()
+        if _TEST_KEY in item.stash:
             del item.stash[_TEST_KEY]
-        item._initrequest()  # type: ignore[attr-defined]  # fresh fixtures for the real run
     return (yield)
 
 
+class _ParentsOf:
+    """Stands for a next test with the same parents as ``item``, but not ``item`` itself.
+
+    ``SetupState.teardown_exact`` tears down what that next test does not need: the
+    fixtures of ``item`` alone.
+    """
+
+    def __init__(self, item: pytest.Item) -> None:
+        self._chain = item.listchain()[:-1]
+
+    def listchain(self) -> list[Node]:
+        return self._chain
+
+
 _VERIFY_KEY = pytest.StashKey[list[str]]()
+_VERIFY_ERROR_KEY = pytest.StashKey[str]()
+_FIRST_PASS_KEY = pytest.StashKey[bool]()
 
 
 def _divergence(first: list[str], second: list[str]) -> str:
@@ -502,6 +548,7 @@ def _divergence(first: list[str], second: list[str]) -> str:
 # --------------------------------------------------------------------------- session summary
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook, like pytest_configure_node
 def pytest_testnodedown(node: Any, error: object) -> None:
     """(pytest-xdist) Gather a worker's chaos summaries into the controller's."""
     output = getattr(node, "workeroutput", {}) or {}
