@@ -124,7 +124,9 @@ class Chaos:
         return self.simulation.fingerprint()
 
     def unfired(self) -> list[str]:
-        """The labels of declared injections that never fired."""
+        """The labels of declared injections that never fired (none under ``--chaos-off``)."""
+        if not self.enabled:
+            return []
         return [made.label for made, _, fired in self.injections if fired == 0]
 
     def summary(self) -> dict[str, Any]:
