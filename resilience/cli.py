@@ -1,12 +1,17 @@
-"""The ``resilience`` command: classify failures and show retry policies from a shell.
+"""The ``resilience`` command: operate the stores and classify failures from a shell.
 
 Subcommands::
 
     resilience classify "psycopg.errors.DeadlockDetected: deadlock detected"
+    resilience classify < traceback.txt     # a pasted traceback or Celery log line
     resilience policy TRANSIENT_DATABASE --seed 7
     resilience demo            # real local failures, classified, with their retry schedules
+    resilience dlq list --status PENDING --type TRANSIENT_NETWORK
+    resilience breakers        # state, failure counts, time to next probe
+    resilience stats           # retries per task and failure type, DLQ depth by status
 
-Exit status: 0 on success, 2 on bad input (argparse's convention).
+Exit status: 0 ok; 1 not found, nothing done or a conflict; 2 bad input or usage;
+3 the store could not be reached (see ``docs/cli.md``).
 """
 
 from __future__ import annotations
@@ -14,24 +19,50 @@ from __future__ import annotations
 import argparse
 import builtins
 import json
+import os
 import random
 import re
 import sys
 from typing import TYPE_CHECKING
 
 from resilience import _demo
+from resilience._cli_dlq import add_dlq_parser
+from resilience._cli_format import (
+    NOTHING,
+    OK,
+    UNAVAILABLE,
+    USAGE,
+    CommandError,
+    confirm,
+    dump_json,
+    iso,
+    open_cli_store,
+    parse_duration,
+    suggest,
+    table,
+)
+from resilience.breaker import CircuitBreaker
+from resilience.clock import system_clock
+from resilience.dead_letter import DeadLetterQueue
 from resilience.engine import RetryEngine
+from resilience.errors import StorageUnavailable
+from resilience.history import OutcomeHistory
 from resilience.policy import default_policy
+from resilience.storage.base import BreakerRecord, CircuitState
+from resilience.storage.records import DeadLetterFilter, DeadLetterOrder, DeadLetterStatus
 from resilience.taxonomy import Classification, FailureType, classify
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from resilience.policy import RetryPolicy
+    from resilience.storage.base import Store
 
 __all__ = ["exception_from_text", "main"]
 
 _ERRNO = re.compile(r"\[Errno (-?\d+)\]")
+# Celery's worker log: "Task proj.add[<id>] raised unexpected: ConnectionError('refused')".
+_CELERY_LOG = re.compile(r"raised unexpected: ([A-Za-z_][\w.]*)\((.*)\)\s*$", re.DOTALL)
 _QUALNAME = re.compile(r"^\s*([A-Za-z_][\w.]*)(?::\s?(.*))?$", re.DOTALL)
 
 
@@ -87,9 +118,29 @@ def _schedule(policy: RetryPolicy, seed: int | None) -> list[float]:
     return [round(d, 3) for d in policy.schedule(rng=rng)]
 
 
+def _exception_line(text: str) -> str:
+    """The ``Class: message`` line of a pasted traceback or Celery log line."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    logged = _CELERY_LOG.search(lines[-1])
+    if logged is not None:
+        name, arguments = logged.group(1), logged.group(2).strip()
+        if len(arguments) >= 2 and arguments[0] == arguments[-1] and arguments[0] in "'\"":
+            arguments = arguments[1:-1]
+        return f"{name}: {arguments}"
+    # A traceback ends with the exception line; anything after it ("[...] ERROR")
+    # in a log excerpt is skipped by taking the last line that names a class.
+    for line in reversed(lines):
+        if not line.startswith((" ", "\t")) and _QUALNAME.match(line) and ":" in line:
+            return line
+    return lines[-1]
+
+
 def _cmd_classify(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.exception in (None, "-") else args.exception
     try:
-        exc = exception_from_text(args.exception)
+        exc = exception_from_text(_exception_line(text))
     except ValueError as error:
         print(f"resilience classify: {error}", file=sys.stderr)
         return 2
@@ -171,6 +222,188 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _breaker_names(store: object, url: str) -> list[str]:
+    names = getattr(store, "names", None)
+    if not callable(names):
+        raise CommandError(
+            f"the breaker store of {url} cannot list its breakers (it has no names() method)",
+            status=USAGE,
+        )
+    return [str(name) for name in names()]
+
+
+def _breaker_row(name: str, record: BreakerRecord | None, now: float) -> dict[str, object]:
+    """What an operator needs of one breaker, read without writing anything."""
+    record = record or BreakerRecord()
+    state = record.state
+    wait: float | None = 0.0
+    if state is CircuitState.OPEN and record.open_until is not None:
+        wait = max(0.0, record.open_until - now)
+        if wait == 0.0:
+            state = CircuitState.HALF_OPEN  # the next call will be admitted as a probe
+    elif state is CircuitState.FORCED_OPEN:
+        wait = None  # no probe is scheduled until an operator resets it
+    window = record.outcomes + "".join("s" * ok + "f" * bad for _, ok, bad in record.buckets)
+    return {
+        "name": name,
+        "state": state.value,
+        "stored_state": record.state.value,
+        "consecutive_failures": record.consecutive_failures,
+        "window_failures": window.count("f"),
+        "window_calls": len(window),
+        "trips": record.trips,
+        "opened_at": record.opened_at,
+        "next_probe_at": record.open_until if record.state is CircuitState.OPEN else None,
+        "seconds_until_probe": None if wait is None else round(wait, 3),
+        "probes_in_flight": record.half_open_in_flight,
+    }
+
+
+def _cmd_breakers(args: argparse.Namespace) -> int:
+    store = open_cli_store(args.store)
+    try:
+        if args.breaker_action == "reset":
+            return _reset_breaker(store, args)
+        now = system_clock.time()
+        rows = [
+            _breaker_row(name, store.breakers.load(name), now)
+            for name in _breaker_names(store.breakers, store.url)
+        ]
+    finally:
+        store.close()
+    if args.json:
+        print(dump_json(rows))
+        return OK
+    if not rows:
+        print("no breakers in the store yet")
+        return OK
+    print(
+        table(
+            ["NAME", "STATE", "FAILURES", "WINDOW", "TRIPS", "OPENED", "NEXT PROBE IN"],
+            (
+                [
+                    r["name"],
+                    r["state"],
+                    r["consecutive_failures"],
+                    f"{r['window_failures']}/{r['window_calls']}",
+                    r["trips"],
+                    iso(r["opened_at"]),  # type: ignore[arg-type]
+                    "never (forced open)"
+                    if r["seconds_until_probe"] is None
+                    else f"{r['seconds_until_probe']:g}s",
+                ]
+                for r in rows
+            ),
+        )
+    )
+    return OK
+
+
+def _reset_breaker(store: Store, args: argparse.Namespace) -> int:
+    name: str = args.name
+    if store.breakers.load(name) is None:
+        known = _breaker_names(store.breakers, store.url)
+        listed = ", ".join(known) if known else "none"
+        raise CommandError(
+            f"no breaker named {name!r} in {store.url}{suggest(name, known)} (known: {listed})",
+            status=NOTHING,
+        )
+    confirm(f"Close breaker {name!r} and forget its counts?", yes=args.yes)
+    breaker = CircuitBreaker(name, store=store.breakers, on_store_error="raise")
+    before = breaker.state
+    breaker.reset()
+    if args.json:
+        print(dump_json({"name": name, "from": before.value, "state": breaker.state.value}))
+    else:
+        print(f"breaker {name!r}: {before.value} -> {breaker.state.value}")
+    return OK
+
+
+def _task_names(outcomes: object, since: float) -> list[str]:
+    listing = getattr(outcomes, "task_names", None)
+    return [str(n) for n in listing(since=since)] if callable(listing) else []
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    window = parse_duration(args.window, option="--window")
+    if window <= 0:
+        raise CommandError(f"--window: must be positive, got {args.window!r}", status=USAGE)
+    store = open_cli_store(args.store)
+    try:
+        now = system_clock.time()
+        dlq = DeadLetterQueue(store)
+        depth = dlq.summary(now=now).by_status
+        dead: dict[str, dict[str, int]] = {}
+        after: str | None = None
+        while True:
+            page = dlq.store.query(
+                DeadLetterFilter(), order=DeadLetterOrder.NEWEST, limit=1000, after=after
+            )
+            for record in page.records:
+                per_task = dead.setdefault(record.task_name, {})
+                per_task[record.failure_type.value] = per_task.get(record.failure_type.value, 0) + 1
+            if page.next_cursor is None:
+                break
+            after = page.next_cursor
+        history = OutcomeHistory(store.outcomes, window=window)
+        tasks = sorted({*_task_names(store.outcomes, now - window), *dead})
+        rows = []
+        for task in tasks:
+            stats = history.statistics(task, now=now)
+            rate = stats.success_rate
+            rows.append(
+                {
+                    "task": task,
+                    "retries": stats.total,
+                    "retry_successes": stats.successes,
+                    "retry_success_rate": None if rate is None else round(rate, 4),
+                    "failed_retries_by_type": {
+                        t.value: c.failures for t, c in stats.by_type.items() if c.failures
+                    },
+                    "dead_letters": sum(dead.get(task, {}).values()),
+                    "dead_letters_by_type": dead.get(task, {}),
+                }
+            )
+    finally:
+        store.close()
+    report = {
+        "window_seconds": window,
+        "tasks": rows,
+        "dead_letters_by_status": {status.value: depth[status] for status in DeadLetterStatus},
+    }
+    if args.json:
+        print(dump_json(report))
+        return OK
+    print(f"retries in the last {args.window} (outcomes store), dead letters (all time):\n")
+    if rows:
+        print(
+            table(
+                ["TASK", "RETRIES", "RETRY SUCCESS", "FAILED RETRIES BY TYPE", "DEAD LETTERS"],
+                (
+                    [
+                        r["task"],
+                        r["retries"],
+                        "-"
+                        if r["retry_success_rate"] is None
+                        else f"{100 * r['retry_success_rate']:.1f}%",  # type: ignore[operator]
+                        _counts(r["failed_retries_by_type"]),  # type: ignore[arg-type]
+                        f"{r['dead_letters']} {_counts(r['dead_letters_by_type'])}",  # type: ignore[arg-type]
+                    ]
+                    for r in rows
+                ),
+            )
+        )
+    else:
+        print("no retries or dead letters recorded")
+    print("\ndead-letter queue depth:")
+    print(table(["STATUS", "RECORDS"], ([s.value, depth[s]] for s in DeadLetterStatus)))
+    return OK
+
+
+def _counts(by_type: dict[str, int]) -> str:
+    return ", ".join(f"{t}={n}" for t, n in sorted(by_type.items(), key=lambda i: -i[1])) or "-"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resilience",
@@ -178,8 +411,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("classify", help="classify an exception given as 'module.Class: message'")
-    p.add_argument("exception", help="the last line of a traceback, e.g. 'TimeoutError: timed out'")
+    p = sub.add_parser(
+        "classify", help="classify an exception: 'module.Class: message', or a traceback on stdin"
+    )
+    p.add_argument(
+        "exception",
+        nargs="?",
+        default=None,
+        help="the last line of a traceback, e.g. 'TimeoutError: timed out'; "
+        "omit (or '-') to read a pasted traceback or Celery log line from stdin",
+    )
     p.add_argument("--task", default=None, help="task name (scopes user rules)")
     p.add_argument("--retry-count", type=int, default=0, help="retries already made")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -197,13 +438,61 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for the jittered schedules")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_demo)
+
+    store_option = argparse.ArgumentParser(add_help=False)
+    store_option.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="the store (default: $RESILIENCE_STORE_URL, else sqlite:///resilience.sqlite3)",
+    )
+    add_dlq_parser(sub, store_option)
+
+    p = sub.add_parser(
+        "breakers",
+        parents=[store_option],
+        help="list circuit breakers (state, failure counts, time to next probe)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_breakers, breaker_action=None)
+    resets = p.add_subparsers(dest="breaker_action", metavar="ACTION")
+    r = resets.add_parser("reset", parents=[store_option], help="close a breaker")
+    r.add_argument("name", help="the breaker's name")
+    r.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    r.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "stats", parents=[store_option], help="retries per task and type, DLQ depth by status"
+    )
+    p.add_argument("--window", default="24h", metavar="DURATION", help="retry window (24h)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_stats)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``resilience`` command; returns the exit status."""
+    """Run the ``resilience`` command.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 ok; 1 not found, nothing done or a conflict; 2 bad
+        input or usage; 3 the store could not be reached.
+    """
     args = _parser().parse_args(argv)
-    status: int = args.func(args)
+    command = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
+    try:
+        status: int = args.func(args)
+    except CommandError as error:
+        print(f"resilience {command}: {error}", file=sys.stderr)
+        return error.status
+    except StorageUnavailable as error:
+        print(f"resilience {command}: the store is unavailable: {error}", file=sys.stderr)
+        return UNAVAILABLE
+    except BrokenPipeError:  # `resilience dlq list | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
     return status
 
 

@@ -14,7 +14,15 @@ from resilience.errors import StorageUnavailable
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["Lifecycle", "RedisClient", "ScriptRunner", "Shared", "number", "text"]
+__all__ = [
+    "Lifecycle",
+    "RedisClient",
+    "ScriptRunner",
+    "Shared",
+    "glob_escape",
+    "number",
+    "text",
+]
 
 
 class RedisClient(Protocol):
@@ -68,6 +76,10 @@ class RedisClient(Protocol):
 
     def zcount(self, name: str, low: Any, high: Any, /) -> Any:
         """``ZCOUNT``."""
+        ...
+
+    def scan_iter(self, match: str | None = None, count: int | None = None) -> Any:
+        """``SCAN`` with ``MATCH`` (operator listings only, never on a hot path)."""
         ...
 
     def pipeline(self, transaction: bool = True) -> Any:
@@ -227,3 +239,8 @@ def _scrub(message: str, client: object) -> str:
     if isinstance(password, str) and password:
         return message.replace(password, "***")
     return message
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with Redis glob characters escaped, for a literal ``SCAN MATCH`` prefix."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)

@@ -52,12 +52,13 @@ def _check_next_version(expected: int | None, version: int) -> None:
 class SQLBreakerStore:
     """Breaker records as JSON rows; compare-and-set by ``version`` in one statement."""
 
-    __slots__ = ("_connector", "_create", "_load", "_update")
+    __slots__ = ("_connector", "_create", "_load", "_names", "_update")
 
     def __init__(self, connector: Connector) -> None:
         sql = connector.dialect.sql
         self._connector = connector
         self._load = sql("SELECT data FROM {p}resilience_breakers WHERE name = ?")
+        self._names = sql("SELECT name FROM {p}resilience_breakers ORDER BY name")
         self._create = sql(
             "INSERT INTO {p}resilience_breakers (name, version, data) VALUES (?, ?, ?)"
             " ON CONFLICT (name) DO NOTHING"
@@ -70,6 +71,11 @@ class SQLBreakerStore:
         """The record of breaker ``name``, or ``None`` if never written."""
         rows = self._connector.run("breakers", lambda s: s.rows(self._load, (name,)), write=False)
         return BreakerRecord.from_json(rows[0][0]) if rows else None
+
+    def names(self) -> list[str]:
+        """The names of every stored breaker, sorted (an operator's listing)."""
+        rows = self._connector.run("breakers", lambda s: s.rows(self._names), write=False)
+        return sorted(str(row[0]) for row in rows)
 
     def compare_and_set(
         self, name: str, expected_version: int | None, record: BreakerRecord
@@ -396,7 +402,7 @@ class SQLDeadLetterStore:
 class SQLOutcomeStore:
     """Outcome counters per (task, failure type, bucket), incremented by one upsert."""
 
-    __slots__ = ("_add", "_connector", "_counts")
+    __slots__ = ("_add", "_connector", "_counts", "_tasks")
 
     def __init__(self, connector: Connector) -> None:
         sql = connector.dialect.sql
@@ -412,6 +418,7 @@ class SQLOutcomeStore:
             "SELECT failure_type, SUM(successes), SUM(failures) FROM {p}resilience_outcomes"
             " WHERE task_name = ? AND bucket >= ? GROUP BY failure_type"
         )
+        self._tasks = sql("SELECT DISTINCT task_name FROM {p}resilience_outcomes WHERE bucket >= ?")
 
     def add(self, task_name: str, failure_type: str, *, success: bool, now: float) -> None:
         """Count one outcome at ``now`` (an atomic increment)."""
@@ -426,3 +433,9 @@ class SQLOutcomeStore:
         return {
             str(ft): OutcomeCounts(successes=int(ok), failures=int(bad)) for ft, ok, bad in rows
         }
+
+    def task_names(self, *, since: float) -> list[str]:
+        """The tasks with outcomes from the bucket holding ``since`` on, sorted."""
+        params = (math.floor(since / OUTCOME_BUCKET_SECONDS),)
+        rows = self._connector.run("outcomes", lambda s: s.rows(self._tasks, params), write=False)
+        return sorted(str(row[0]) for row in rows)

@@ -231,6 +231,10 @@ class BreakerStateStore(Protocol):
     Implementations must make :meth:`compare_and_set` atomic (a lock, a Lua
     script, ``UPDATE ... WHERE version = ?``). Neither method may block on a
     protected call: breakers never hold anything of the store across one.
+
+    The built-in backends also offer ``names() -> list[str]`` (every stored
+    breaker's name, sorted), which operator tools (``resilience breakers``) use.
+    It is not part of the protocol, so a store without it still fits here.
     """
 
     def load(self, name: str) -> BreakerRecord | None:
@@ -371,7 +375,13 @@ class DeadLetterStore(Protocol):
 
 @runtime_checkable
 class OutcomeStore(Protocol):
-    """Retry outcomes per (task, failure type), as atomic counters in time buckets."""
+    """Retry outcomes per (task, failure type), as atomic counters in time buckets.
+
+    The built-in backends also offer ``task_names(*, since: float) -> list[str]``
+    (the tasks with outcomes from the bucket holding ``since`` on, sorted), which
+    ``resilience stats`` uses. It is not part of the protocol, so a store without
+    it still fits here.
+    """
 
     def add(self, task_name: str, failure_type: str, *, success: bool, now: float) -> None:
         """Count one retry outcome at ``now`` (an atomic increment)."""

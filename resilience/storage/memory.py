@@ -76,6 +76,10 @@ class MemoryBreakerStore:
         # reader sees either the old record or the new one, never a torn write.
         return self._records.get(name)
 
+    def names(self) -> list[str]:
+        """The names of every stored breaker, sorted (an operator's listing)."""
+        return sorted(self._records)
+
     def compare_and_set(
         self, name: str, expected_version: int | None, record: BreakerRecord
     ) -> bool:
@@ -325,6 +329,16 @@ class MemoryOutcomeStore:
                     cell[0] += ok
                     cell[1] += bad
         return {ft: OutcomeCounts(successes=ok, failures=bad) for ft, (ok, bad) in totals.items()}
+
+    def task_names(self, *, since: float) -> list[str]:
+        """The tasks with outcomes from the bucket holding ``since`` on, sorted."""
+        first = math.floor(since / OUTCOME_BUCKET_SECONDS)
+        with self._lock:
+            return sorted(
+                task
+                for task, cells in self._counts.items()
+                if any(bucket >= first for _, bucket in cells)
+            )
 
 
 class MemoryStore:

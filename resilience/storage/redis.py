@@ -38,7 +38,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from resilience.errors import ConfigurationError
 from resilience.storage import _redis_scripts as scripts
 from resilience.storage._open import mask_url
-from resilience.storage._redis_common import RedisClient, ScriptRunner, Shared, number, text
+from resilience.storage._redis_common import (
+    RedisClient,
+    ScriptRunner,
+    Shared,
+    glob_escape,
+    number,
+    text,
+)
 from resilience.storage._redis_dead_letters import RedisDeadLetterStore
 from resilience.storage.base import BreakerRecord
 from resilience.storage.memory import OUTCOME_BUCKET_SECONDS
@@ -97,6 +104,17 @@ class RedisBreakerStore:
         with self._shared:
             raw = self._shared.client.get(f"{self._shared.prefix}breaker:{name}")
         return None if raw is None else BreakerRecord.from_json(raw)
+
+    def names(self) -> list[str]:
+        """The names of every stored breaker, sorted (``SCAN``: an operator's listing).
+
+        Raises:
+            StorageUnavailable: Redis cannot be reached.
+        """
+        head = f"{self._shared.prefix}breaker:"
+        with self._shared:
+            keys = list(self._shared.client.scan_iter(match=f"{glob_escape(head)}*", count=1000))
+        return sorted({text(key)[len(head) :] for key in keys})
 
     def compare_and_set(
         self, name: str, expected_version: int | None, record: BreakerRecord
@@ -350,6 +368,27 @@ class RedisOutcomeStore:
                 pair = totals.setdefault(failure_type, [0, 0])
                 pair[0 if kind == "s" else 1] += int(value)
         return {ft: OutcomeCounts(successes=ok, failures=bad) for ft, (ok, bad) in totals.items()}
+
+    def task_names(self, *, since: float) -> list[str]:
+        """The tasks with outcomes from the bucket holding ``since`` on, sorted (``SCAN``).
+
+        Raises:
+            StorageUnavailable: Redis cannot be reached.
+        """
+        first = math.floor(since / OUTCOME_BUCKET_SECONDS)
+        head = f"{self._shared.prefix}outcomes:buckets:"
+        with self._shared:
+            keys = [
+                text(key)
+                for key in self._shared.client.scan_iter(match=f"{glob_escape(head)}*", count=1000)
+            ]
+            if not keys:
+                return []
+            pipe = self._shared.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.zcount(key, first, "+inf")
+            recent = pipe.execute()
+        return sorted({key[len(head) :] for key, n in zip(keys, recent, strict=True) if int(n)})
 
 
 class RedisStore:

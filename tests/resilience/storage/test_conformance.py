@@ -104,6 +104,17 @@ def test_breaker_records_round_trip(store: Store, record: BreakerRecord) -> None
     assert store.breakers.load(name) == record
 
 
+def test_breaker_names_lists_every_stored_breaker_sorted(store: Store) -> None:
+    """names() lists every written breaker once, sorted, including glob-like names."""
+    listing: Any = store.breakers
+    assert listing.names() == []
+    names = [fresh("b"), fresh("a"), "odd*name?[x]", "payments:eu"]
+    for name in names:
+        assert store.breakers.compare_and_set(name, None, BreakerRecord(version=1))
+    assert store.breakers.compare_and_set(names[0], 1, BreakerRecord(version=2))
+    assert listing.names() == sorted(names)
+
+
 # --------------------------------------------------------------------------- idempotency
 
 
@@ -444,6 +455,18 @@ def test_outcomes_match_the_reference(
     assert dict(store.outcomes.counts(task, since=T0 + since)) == dict(
         reference.counts(task, since=T0 + since)
     )
+
+
+def test_outcome_task_names_list_tasks_with_recent_outcomes(store: Store) -> None:
+    """task_names(since=) lists, sorted, exactly the tasks with outcomes from since on."""
+    old, recent_a, recent_b = fresh("old"), fresh("b-task"), fresh("a-task")
+    store.outcomes.add(old, "TRANSIENT_NETWORK", success=True, now=T0)
+    store.outcomes.add(recent_a, "TRANSIENT_NETWORK", success=False, now=T0 + 3600)
+    store.outcomes.add(recent_b, "RATE_LIMITED", success=True, now=T0 + 3600)
+    listing: Any = store.outcomes
+    assert listing.task_names(since=T0 - 60) == sorted([old, recent_a, recent_b])
+    assert listing.task_names(since=T0 + 3000) == sorted([recent_a, recent_b])
+    assert listing.task_names(since=T0 + 7200) == []
 
 
 def test_store_url_never_shows_a_password(store: Store) -> None:
