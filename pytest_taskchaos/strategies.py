@@ -12,6 +12,16 @@ could only describe an empty strategy.
 - `failures` draws exceptions a task really meets, of the requested
   `resilience.taxonomy.FailureType` (real library classes where installed).
 - `assert_backoff_invariants` checks what every policy's delays must satisfy.
+- `fault_schedules`, `injections` and `fault_plans` draw chaos-test fault plans:
+  `pytest_taskchaos.schedules.Schedule` values, and
+  `pytest_taskchaos.injection.Injection` values built by the same
+  `pytest_taskchaos.injection.injection` function the ``chaos`` marker uses.
+- `decision_sources` draws hypothesis-controlled sources for probabilistic
+  schedules, so a failing chaos run shrinks to the fewest faults that fire.
+
+The chaos strategies validate their arguments the way the marker does: bad
+bounds raise ``resilience.errors.ConfigurationError`` naming the argument
+(``key``), and an unknown fault raises the catalog's own error.
 
 See ``docs/strategies.md``.
 """
@@ -33,18 +43,30 @@ from typing import TYPE_CHECKING, Any
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from pytest_taskchaos import schedules as sched
+from pytest_taskchaos.faults import CATALOG, Fault, InjectionPoint, fault
+from pytest_taskchaos.injection import injection
 from resilience import BreakerSettings, FailureType, Jitter, RetryPolicy, Strategy
 from resilience.clock import seconds_of
+from resilience.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import timedelta
 
     from hypothesis.strategies import SearchStrategy
 
+    from pytest_taskchaos.injection import Injection
+    from pytest_taskchaos.schedules import DecisionSource, Schedule
+
 __all__ = [
     "assert_backoff_invariants",
     "backoff_strategies",
+    "decision_sources",
     "failures",
+    "fault_plans",
+    "fault_schedules",
+    "injections",
     "retry_policies",
 ]
 
@@ -589,3 +611,394 @@ def assert_backoff_invariants(policy: RetryPolicy, *, rng: random.Random | None 
             f"retry {retry_number}: seed {seed} gave {schedule[retry_number - 1]!r} then "
             f"{again[retry_number - 1]!r}; the schedule is not deterministic per seed",
         )
+
+
+# --- fault schedules and plans ----------------------------------------------------------
+
+_TASK_POINTS = frozenset(point.value for point in InjectionPoint)
+# Simplest first: hypothesis shrinks a sampled choice towards the start of its list, so a
+# failing schedule trades a window or a probability for a plain count when it can.
+_CONDITIONS = ("first", "every", "attempts", "task", "window", "probability")
+# An ordinary raising fault, to validate a dependency point's name whatever faults are chosen.
+_PROBE = Fault(name="probe", failure_type=None, raises=RuntimeError)
+
+
+def _integer(value: object, *, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{key} must be an integer, got {value!r}", key=key, value=value)
+    if value < minimum:
+        raise ConfigurationError(f"{key} must be >= {minimum}, got {value!r}", key=key, value=value)
+    return value
+
+
+def _horizon(value: object) -> float:
+    try:
+        seconds = seconds_of(value, name="horizon")  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ConfigurationError(str(exc), key="horizon", value=value) from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigurationError(
+            f"horizon must be finite seconds > 0, got {value!r}", key="horizon", value=value
+        )
+    return seconds
+
+
+def _items(values: object, *, key: str, hint: str) -> list[object]:
+    """One string as a single item, else the items of an iterable (at least one)."""
+    items: object = (values,) if isinstance(values, str) else values
+    if not isinstance(items, Iterable):
+        raise ConfigurationError(
+            f"{key} must be a string or a sequence of strings, got {values!r}",
+            key=key,
+            value=values,
+        )
+    listed = list(items)
+    if not listed:
+        raise ConfigurationError(f"{key}={values!r} selects nothing; {hint}", key=key, value=values)
+    return listed
+
+
+def _patterns(values: object, *, key: str, hint: str) -> tuple[str, ...]:
+    """Non-empty strings, deduplicated in their given order."""
+    chosen: list[str] = []
+    for item in _items(values, key=key, hint=hint):
+        if not isinstance(item, str) or not item:
+            raise ConfigurationError(
+                f"{key} holds {item!r}; each must be a non-empty string", key=key, value=item
+            )
+        if item not in chosen:
+            chosen.append(item)
+    return tuple(chosen)
+
+
+def _tasks(tasks: object) -> tuple[str, ...]:
+    if tasks is None:
+        return ()
+    return _patterns(
+        tasks, key="tasks", hint="pass None for schedules and injections without task filters"
+    )
+
+
+def _windows(horizon: float) -> SearchStrategy[Schedule]:
+    @st.composite
+    def windows(draw: st.DrawFn) -> Schedule:
+        start = draw(st.floats(min_value=0.0, max_value=horizon, exclude_max=True))
+        end = draw(st.floats(min_value=start, max_value=horizon, exclude_min=True))
+        return sched.window(start, end)
+
+    return windows()
+
+
+def fault_schedules(
+    *,
+    max_conditions: int = 3,
+    max_count: int = 5,
+    horizon: float | timedelta = 3600.0,
+    tasks: Sequence[str] | None = None,
+    random: bool = True,
+) -> SearchStrategy[Schedule]:
+    """Valid fault schedules: conjunctions of up to ``max_conditions`` conditions.
+
+    Each condition kind appears at most once: ``first(n)`` and ``every(n)`` with
+    ``n`` in ``[1, max_count]``; a non-empty ``window(start, end)`` inside
+    ``[0, horizon)``; ``only_first_attempts()`` or ``only_retries()`` (never both);
+    ``task(pattern)`` with a pattern from ``tasks``, when given; and
+    ``probability(p)``, when ``random`` is true. Shrinks towards fewer conditions
+    (``always()`` first), then towards counts and filters rather than windows and
+    probabilities, then towards small counts.
+
+    Args:
+        max_conditions: the most conditions a schedule has (0: always ``always()``).
+        max_count: the largest ``n`` of ``first(n)`` and ``every(n)``.
+        horizon: the virtual seconds (or ``timedelta``) windows lie in; finite, > 0.
+        tasks: the task-name globs ``task()`` conditions use (one string is one glob);
+            ``None`` for no task conditions.
+        random: whether schedules may hold a ``probability()`` condition. With
+            ``False``, every schedule is deterministic and needs no decision source.
+
+    Returns:
+        A strategy of `pytest_taskchaos.schedules.Schedule`.
+
+    Raises:
+        resilience.errors.ConfigurationError: for a negative ``max_conditions``, a
+            ``max_count`` below 1, a horizon that is not a finite positive duration,
+            an empty or non-string ``tasks`` entry, or a non-bool ``random``; ``key``
+            names the argument.
+    """
+    most = _integer(max_conditions, key="max_conditions", minimum=0)
+    count = _integer(max_count, key="max_count", minimum=1)
+    end = _horizon(horizon)
+    patterns = _tasks(tasks)
+    if not isinstance(random, bool):
+        raise ConfigurationError(
+            f"random must be True or False, got {random!r}", key="random", value=random
+        )
+    parts: dict[str, SearchStrategy[Schedule]] = {
+        "first": st.integers(min_value=1, max_value=count).map(sched.first),
+        "every": st.integers(min_value=1, max_value=count).map(sched.every),
+        "attempts": st.sampled_from((sched.only_first_attempts(), sched.only_retries())),
+        "window": _windows(end),
+    }
+    if patterns:
+        parts["task"] = st.sampled_from(patterns).map(sched.task)
+    if random:
+        parts["probability"] = st.floats(min_value=0.0, max_value=1.0).map(sched.probability)
+    kinds = tuple(kind for kind in _CONDITIONS if kind in parts)
+    size = min(most, len(kinds))
+
+    @st.composite
+    def schedules(draw: st.DrawFn) -> Schedule:
+        # The kinds first, then their values: deleting a kind is the shrinker's first move.
+        chosen = draw(st.lists(st.sampled_from(kinds), unique=True, max_size=size))
+        return sched.all_of(*(draw(parts[kind]) for kind in chosen))
+
+    return schedules()
+
+
+def _fires_at(what: str | Fault, point: str) -> bool:
+    """Whether ``injection()`` accepts ``what`` at ``point`` (the marker's own rules)."""
+    try:
+        injection(what, at=point)
+    except ConfigurationError:
+        return False
+    return True
+
+
+def _points(points: object) -> tuple[str, ...]:
+    names: list[str] = []
+    for name in _patterns(points, key="points", hint="pass at least one point, such as 'entry'"):
+        try:
+            # The marker's own check, which also normalises a dependency point (" DB " -> "db").
+            point = name if name in _TASK_POINTS else injection(_PROBE, at=name).at
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"points holds {name!r}, which is not an injection point: {exc}",
+                key="points",
+                value=name,
+            ) from None
+        if point not in names:
+            names.append(point)
+    return tuple(names)
+
+
+def _fault_names(faults: object) -> tuple[str, ...]:
+    chosen: list[str] = []
+    for item in _items(faults, key="faults", hint="pass None for every fault in the catalog"):
+        made = fault(item)  # type: ignore[arg-type]  # an unknown name raises the catalog's error
+        if made.name not in chosen:
+            chosen.append(made.name)
+    return tuple(chosen)
+
+
+def _placements(faults: object, points: object) -> dict[str, tuple[str, ...]]:
+    """Each usable fault's allowed points, its natural point first (the shrink target)."""
+    where = _points(points)
+    explicit = faults is not None
+    placements: dict[str, tuple[str, ...]] = {}
+    for name in _fault_names(faults) if explicit else tuple(CATALOG):
+        own = CATALOG[name].point.value
+        ordered = sorted(where, key=lambda point: point != own)
+        usable = tuple(point for point in ordered if _fires_at(name, point))
+        if usable:
+            placements[name] = usable
+        elif explicit:
+            raise ConfigurationError(
+                f"fault {name!r} cannot fire at any of points={where!r}; it fires at {own!r}, "
+                "so add that point or drop the fault",
+                key="faults",
+                value=name,
+            )
+    return placements
+
+
+def injections(
+    *,
+    faults: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    points: Sequence[str] = ("entry", "exit"),
+    max_conditions: int = 3,
+    max_count: int = 5,
+    horizon: float | timedelta = 3600.0,
+    random: bool = True,
+) -> SearchStrategy[Injection]:
+    """Injections of catalog faults, built by `pytest_taskchaos.injection.injection`.
+
+    Every draw goes through the same function as ``@pytest.mark.chaos(...)``, so it is
+    validated the same way. The point is one of ``points`` where the fault can fire
+    (``broker_down`` only at ``"publish"``, ``result_backend_down`` only at
+    ``"result"``, ``worker_lost`` and ``duplicate_delivery`` only at ``"entry"`` or
+    ``"exit"``), the task glob is ``"*"`` or one of ``tasks``, and the schedule comes
+    from `fault_schedules` (without ``task()`` conditions: the injection's own task
+    glob filters tasks). Faults keep their catalog parameters. Shrinks towards the
+    first fault listed, at its natural point, for every task, on ``always()``.
+
+    Args:
+        faults: catalog names to draw from (one string is one name); ``None`` for
+            every catalog fault that can fire at one of ``points``.
+        tasks: task-name globs an injection may be limited to; ``None``: every task.
+        points: where faults may fire: ``"entry"``, ``"exit"``, ``"publish"``,
+            ``"result"`` or a dependency point (``"db"``, ``"http"``, ...).
+        max_conditions: passed to `fault_schedules`.
+        max_count: passed to `fault_schedules`.
+        horizon: passed to `fault_schedules`.
+        random: passed to `fault_schedules`.
+
+    Returns:
+        A strategy of `pytest_taskchaos.injection.Injection`.
+
+    Raises:
+        resilience.errors.ConfigurationError: an unknown fault (the catalog's own
+            error, ``key="fault"``), a fault that can fire at none of ``points``
+            (``key="faults"``), an empty selection or an unknown point
+            (``key="points"``), or a bad schedule bound (as in `fault_schedules`).
+    """
+    schedules = fault_schedules(
+        max_conditions=max_conditions,
+        max_count=max_count,
+        horizon=horizon,
+        random=random,
+    )
+    globs = ("*", *_tasks(tasks))
+    placements = _placements(faults, points)
+    names = tuple(placements)
+
+    @st.composite
+    def built(draw: st.DrawFn) -> Injection:
+        name = draw(st.sampled_from(names))
+        return injection(
+            name,
+            at=draw(st.sampled_from(placements[name])),
+            task=draw(st.sampled_from(globs)),
+            when=draw(schedules),
+        )
+
+    return built()
+
+
+def fault_plans(
+    *,
+    min_size: int = 1,
+    max_size: int = 3,
+    faults: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    points: Sequence[str] = ("entry", "exit"),
+    max_conditions: int = 3,
+    max_count: int = 5,
+    horizon: float | timedelta = 3600.0,
+    random: bool = True,
+) -> SearchStrategy[tuple[Injection, ...]]:
+    """Fault plans: tuples of ``min_size`` to ``max_size`` injections for one chaos run.
+
+    Shrinks towards ``min_size`` injections, each as `injections` shrinks it.
+
+    Args:
+        min_size: the fewest injections in a plan (0 allows a plan without faults).
+        max_size: the most injections in a plan.
+        faults: passed to `injections`.
+        tasks: passed to `injections`.
+        points: passed to `injections`.
+        max_conditions: passed to `injections`.
+        max_count: passed to `injections`.
+        horizon: passed to `injections`.
+        random: passed to `injections`.
+
+    Returns:
+        A strategy of tuples of `pytest_taskchaos.injection.Injection`.
+
+    Raises:
+        resilience.errors.ConfigurationError: for a negative ``min_size``, a
+            ``max_size`` below ``min_size``, or any argument `injections` rejects;
+            ``key`` names the argument.
+    """
+    low = _integer(min_size, key="min_size", minimum=0)
+    high = _integer(max_size, key="max_size", minimum=0)
+    if high < low:
+        raise ConfigurationError(
+            f"max_size={max_size!r} is below min_size={min_size!r}", key="max_size", value=max_size
+        )
+    elements = injections(
+        faults=faults,
+        tasks=tasks,
+        points=points,
+        max_conditions=max_conditions,
+        max_count=max_count,
+        horizon=horizon,
+        random=random,
+    )
+    return st.lists(elements, min_size=low, max_size=high).map(tuple)
+
+
+# --- decision sources -------------------------------------------------------------------
+
+_TOP = math.nextafter(1.0, 0.0)
+# hypothesis shrinks ``u`` towards 0.0, so decisions shrink towards just below 1.0, where
+# no probability below 1 fires: a failing run sheds every firing it does not need.
+# ``1 - u`` is exact for u >= 0.5, so shown decisions read as 0.25 rather than 0.2499...
+_DECISIONS = st.floats(min_value=0.0, max_value=1.0).map(lambda u: min(1.0 - u, _TOP))
+_SEEDS = st.integers(min_value=0, max_value=2**64 - 1)
+# hypothesis gives one example 8 KiB of choices, about 900 floats: past that every example
+# is discarded as too large and the test never finishes. The default leaves room for the
+# test's other draws (the fault plan, the workload).
+_MAX_DRAWS = 256
+
+
+class _Decisions:
+    """A decision source whose ``random()`` calls are draws hypothesis chooses."""
+
+    __slots__ = ("_data", "_left", "_max_draws", "_rng")
+
+    def __init__(self, data: st.DataObject, max_draws: int) -> None:
+        self._data = data
+        self._max_draws = max_draws
+        self._left = max_draws
+        self._rng: random.Random | None = None
+
+    def random(self) -> float:
+        if self._left > 0:
+            self._left -= 1
+            return self._data.draw(_DECISIONS, label="decision")
+        if self._rng is None:
+            self._rng = random.Random(self._data.draw(_SEEDS, label="seed of later decisions"))
+        return self._rng.random()
+
+    def __repr__(self) -> str:
+        if self._max_draws == _MAX_DRAWS:
+            return "decision_sources()"
+        return f"decision_sources(max_draws={self._max_draws})"
+
+
+def decision_sources(*, max_draws: int = _MAX_DRAWS) -> SearchStrategy[DecisionSource]:
+    """Decision sources for probabilistic schedules, controlled by hypothesis.
+
+    Pass one where a seeded ``random.Random`` would go (``schedule.should_fire(call,
+    source)``). Each of the first ``max_draws`` ``random()`` calls is a hypothesis
+    draw of its own, shown in a failing example as ``Draw n (decision): 0.25``, so
+    hypothesis chooses fire and don't-fire decisions directly and shrinks a failing
+    run to the fewest firings that still fail: decisions shrink towards just below
+    1.0, where only ``probability(1.0)`` fires. Later calls come from a
+    ``random.Random`` seeded by one more draw, because hypothesis discards an example
+    that makes more than about 900 float draws.
+
+    ``st.randoms(use_true_random=False)`` also makes each ``random()`` a shrinkable
+    draw, but it shrinks towards 0.0, where every probability fires, and has no
+    bound on the number of draws. A source works only inside the test, or the
+    ``hypothesis.find`` predicate, that drew it.
+
+    Args:
+        max_draws: how many decisions hypothesis chooses one by one (0: all of them
+            come from the seeded generator).
+
+    Returns:
+        A strategy of `pytest_taskchaos.schedules.DecisionSource` objects.
+
+    Raises:
+        resilience.errors.ConfigurationError: when ``max_draws`` is not an integer
+            >= 0 (``key="max_draws"``).
+    """
+    budget = _integer(max_draws, key="max_draws", minimum=0)
+
+    @st.composite
+    def sources(draw: st.DrawFn) -> DecisionSource:
+        return _Decisions(draw(st.data()), budget)
+
+    return sources()

@@ -1,22 +1,31 @@
-"""Tests for pytest_taskchaos.strategies: policies, curves, failures and backoff invariants."""
+"""Tests for pytest_taskchaos.strategies: policies, curves, failures, invariants and fault plans."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 import random
 from datetime import timedelta
 
+import hypothesis
 import pytest
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from pytest_taskchaos import strategies
+from pytest_taskchaos.faults import CATALOG
+from pytest_taskchaos.injection import Injection
+from pytest_taskchaos.schedules import CallInfo, DecisionSource, Schedule, probability
 from pytest_taskchaos.strategies import (
     assert_backoff_invariants,
     backoff_strategies,
+    decision_sources,
     failures,
+    fault_plans,
+    fault_schedules,
+    injections,
     retry_policies,
 )
 from resilience import (
@@ -28,6 +37,7 @@ from resilience import (
     classify,
     default_policy,
 )
+from resilience.errors import ConfigurationError
 
 # --- public surface ---------------------------------------------------------------------
 
@@ -366,3 +376,381 @@ def test_checking_the_default_policies_leaves_them_unchanged() -> None:
             assert_backoff_invariants(policy, rng=random.Random(seed))
     after = {failure_type: policy.to_dict() for failure_type, policy in DEFAULT_POLICIES.items()}
     assert after == before
+
+
+# --- fault_schedules --------------------------------------------------------------------
+
+_KINDS = {"first", "every", "window", "only_retries", "only_first_attempts", "task", "probability"}
+_CALLS = st.builds(
+    CallInfo,
+    task_name=st.sampled_from(["payments.charge", "emails.send", "reports.build"]),
+    queue=st.none() | st.just("default"),
+    retries=st.integers(min_value=0, max_value=5),
+    now=st.floats(min_value=0.0, max_value=7200.0),
+    call_index=st.integers(min_value=1, max_value=50),
+)
+
+
+def _parts(schedule: Schedule) -> list[tuple[str, tuple[object, ...]]]:
+    """Each condition of ``schedule`` as (name, arguments), read back from describe()."""
+    parts = []
+    for condition in schedule.conditions:
+        name, _, rest = condition.describe().partition("(")
+        parts.append((name, ast.literal_eval(f"({rest[:-1]},)") if rest[:-1] else ()))
+    return parts
+
+
+@settings(max_examples=200)
+@given(
+    schedule=fault_schedules(max_count=4, horizon=600.0, tasks=["payments.*", "emails.send"]),
+    call=_CALLS,
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_fault_schedules_draw_valid_schedules_within_bounds(
+    schedule: Schedule, call: CallInfo, seed: int
+) -> None:
+    """Every drawn schedule evaluates, and its counts, windows and patterns respect the bounds."""
+    assert isinstance(schedule, Schedule)
+    assert isinstance(schedule.should_fire(call, random.Random(seed)), bool)
+    parts = _parts(schedule)
+    names = [name for name, _ in parts]
+    assert len(parts) <= 3
+    assert len(set(names)) == len(names), schedule.describe()
+    assert set(names) <= _KINDS
+    assert not {"only_retries", "only_first_attempts"} <= set(names)
+    for name, args in parts:
+        if name in {"first", "every"}:
+            assert 1 <= args[0] <= 4  # type: ignore[operator]
+        elif name == "window":
+            start, end = args
+            assert 0.0 <= start < end <= 600.0  # type: ignore[operator]
+        elif name == "task":
+            assert args[0] in {"payments.*", "emails.send"}
+        elif name == "probability":
+            assert 0.0 <= args[0] <= 1.0  # type: ignore[operator]
+
+
+@settings(max_examples=100)
+@given(schedule=fault_schedules(max_conditions=6, random=False), call=_CALLS)
+def test_fault_schedules_without_random_never_need_a_decision_source(
+    schedule: Schedule, call: CallInfo
+) -> None:
+    """random=False never draws probability(): should_fire works without a source."""
+    assert not schedule.random
+    assert "probability" not in schedule.describe()
+    assert isinstance(schedule.should_fire(call), bool)
+    assert "task(" not in schedule.describe()  # no tasks given: no task conditions
+
+
+@settings(max_examples=50)
+@given(fault_schedules(max_conditions=6, horizon=timedelta(minutes=1)))
+def test_fault_schedules_take_a_timedelta_horizon(schedule: Schedule) -> None:
+    """A timedelta horizon bounds windows in seconds."""
+    for name, args in _parts(schedule):
+        if name == "window":
+            assert args[1] <= 60.0  # type: ignore[operator]
+
+
+@given(fault_schedules(max_conditions=0))
+def test_fault_schedules_with_no_conditions_are_always(schedule: Schedule) -> None:
+    """max_conditions=0 allows only the empty conjunction."""
+    assert schedule.describe() == "always()"
+
+
+def test_fault_schedules_cover_every_condition_kind() -> None:
+    """Enough draws reach every kind of condition, both attempt filters included."""
+    seen: set[str] = set()
+
+    @settings(max_examples=300, database=None)
+    @given(fault_schedules(max_conditions=6, tasks="billing.*"))
+    def collect(schedule: Schedule) -> None:
+        seen.update(name for name, _ in _parts(schedule))
+
+    collect()
+    assert seen == _KINDS
+
+
+_CALL_3 = CallInfo(task_name="payments.charge", call_index=3)
+# find()'s own budget (2000 examples); passing settings would otherwise lower it to 100.
+_FIND = settings(database=None, max_examples=2000)
+
+
+def test_fault_schedules_shrink_to_always() -> None:
+    """When any schedule would do, the minimal example has no conditions."""
+    found = find(
+        fault_schedules(tasks=["payments.*"]),
+        lambda s: s.should_fire(_CALL_3, random.Random(0)),
+        settings=_FIND,
+    )
+    assert found.describe() == "always()"
+
+
+def test_fault_schedules_shrink_to_one_small_count() -> None:
+    """A schedule that must skip call 3 shrinks to the simplest that does: first(1)."""
+    found = find(
+        fault_schedules(random=False),
+        lambda s: not s.should_fire(_CALL_3),
+        settings=_FIND,
+    )
+    assert found.describe() == "first(1)"
+
+
+def test_fault_schedules_shrink_towards_simple_conditions() -> None:
+    """With three conditions required, the minimal ones are counts of 1 and an attempt filter."""
+    found = find(
+        fault_schedules(random=False),
+        lambda s: len(s.conditions) == 3,
+        settings=_FIND,
+    )
+    assert found.describe() == "first(1) & every(1) & only_first_attempts()"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key", "fragment"),
+    [
+        ({"max_conditions": -1}, "max_conditions", "max_conditions must be >= 0, got -1"),
+        ({"max_conditions": 2.0}, "max_conditions", "max_conditions must be an integer"),
+        ({"max_count": 0}, "max_count", "max_count must be >= 1, got 0"),
+        ({"max_count": True}, "max_count", "max_count must be an integer, got True"),
+        ({"horizon": 0}, "horizon", "horizon must be finite seconds > 0, got 0"),
+        ({"horizon": -5.0}, "horizon", "got -5.0"),
+        ({"horizon": math.inf}, "horizon", "got inf"),
+        ({"horizon": math.nan}, "horizon", "got nan"),
+        ({"horizon": "1h"}, "horizon", "horizon must be a number of seconds or a timedelta"),
+        ({"tasks": []}, "tasks", "tasks=[] selects nothing; pass None"),
+        ({"tasks": ["ok", ""]}, "tasks", "tasks holds ''; each must be a non-empty string"),
+        ({"tasks": 3}, "tasks", "tasks must be a string or a sequence of strings, got 3"),
+        ({"random": "yes"}, "random", "random must be True or False, got 'yes'"),
+    ],
+)
+def test_fault_schedules_reject_invalid_bounds(
+    kwargs: dict[str, object], key: str, fragment: str
+) -> None:
+    """Bad bounds raise ConfigurationError naming the argument, when the strategy is made."""
+    with pytest.raises(ConfigurationError) as info:
+        fault_schedules(**kwargs)  # type: ignore[arg-type]
+    assert info.value.key == key
+    assert fragment in str(info.value)
+
+
+# --- injections and fault_plans ---------------------------------------------------------
+
+_NOT_AT_TASK_POINTS = {"broker_down", "result_backend_down"}
+
+
+@settings(max_examples=150)
+@given(injections(tasks=["billing.*"]))
+def test_injections_are_valid_catalog_injections(drawn: Injection) -> None:
+    """Default draws: a catalog fault at entry or exit, every task or a given glob."""
+    assert isinstance(drawn, Injection)
+    assert drawn.fault.name in CATALOG
+    assert drawn.fault.name not in _NOT_AT_TASK_POINTS
+    assert drawn.at in {"entry", "exit"}
+    assert drawn.task in {"*", "billing.*"}
+    assert "task(" not in drawn.schedule.describe()  # the injection's glob filters tasks
+    assert drawn.describe().startswith(f"{drawn.fault.name} at ")
+
+
+def test_injections_default_to_every_fault_that_fires_at_the_points() -> None:
+    """The default faults are those the points allow, each at its own point first."""
+    placements = strategies._placements(None, ("entry", "exit"))
+    assert set(placements) == set(CATALOG) - _NOT_AT_TASK_POINTS
+    assert placements["worker_lost"] == ("exit", "entry")
+    assert placements["deadlock"] == ("entry", "exit")
+    assert strategies._placements(None, ("publish", "result")) == {
+        "broker_down": ("publish",),
+        "result_backend_down": ("result",),
+    }
+
+
+@settings(max_examples=60)
+@given(injections(points=(" DB ", "http")))
+def test_injections_at_dependency_points_skip_delivery_faults(drawn: Injection) -> None:
+    """At dependency points only raising faults fire; point names are normalised."""
+    assert drawn.at in {"db", "http"}
+    assert drawn.dependency
+    assert not drawn.fault.worker_lost
+    assert not drawn.fault.duplicate_delivery
+    assert drawn.fault.name not in _NOT_AT_TASK_POINTS
+
+
+def test_injections_shrink_to_the_faults_own_point() -> None:
+    """A fault shrinks to the point its nature puts it at, not the first point listed."""
+    found = find(injections(faults=["worker_lost"]), lambda _: True, settings=_FIND)
+    assert found.describe() == "worker_lost at exit when always()"
+
+
+@settings(max_examples=60)
+@given(fault_plans(min_size=2, max_size=4, faults="rate_limit", random=False))
+def test_fault_plans_respect_their_size_and_faults(plan: tuple[Injection, ...]) -> None:
+    """Plans are tuples within the size bounds, of the requested faults only."""
+    assert isinstance(plan, tuple)
+    assert 2 <= len(plan) <= 4
+    assert {i.fault.name for i in plan} == {"rate_limit"}
+    assert not any(i.schedule.random for i in plan)
+
+
+def test_fault_plans_shrink_to_one_injection() -> None:
+    """A plan that needs one fault shrinks to that fault alone, for every task, always."""
+    found = find(
+        fault_plans(max_size=3),
+        lambda plan: any(i.fault.name == "oom" for i in plan),
+        settings=_FIND,
+    )
+    assert [i.describe() for i in found] == ["oom at entry when always()"]
+
+
+def test_fault_plans_may_be_empty() -> None:
+    """min_size=0 allows, and shrinks to, a plan without faults."""
+    assert find(fault_plans(min_size=0), lambda _: True, settings=_FIND) == ()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key", "fragment"),
+    [
+        ({"faults": ["dedlock"]}, "fault", "unknown fault 'dedlock'; did you mean 'deadlock'?"),
+        ({"faults": []}, "faults", "faults=[] selects nothing; pass None for every fault"),
+        (
+            {"faults": ["broker_down"]},
+            "faults",
+            "fault 'broker_down' cannot fire at any of points=('entry', 'exit'); it fires",
+        ),
+        ({"faults": ["oom"], "points": "result"}, "faults", "it fires at 'entry'"),
+        ({"points": []}, "points", "points=[] selects nothing"),
+        ({"points": ["entry", "dbb"]}, "points", "points holds 'dbb', which is not an injection"),
+        ({"tasks": [""]}, "tasks", "tasks holds ''"),
+        ({"horizon": -1}, "horizon", "horizon must be finite seconds > 0"),
+        ({"min_size": -1}, "min_size", "min_size must be >= 0, got -1"),
+        ({"min_size": 3, "max_size": 2}, "max_size", "max_size=2 is below min_size=3"),
+    ],
+)
+def test_fault_plans_reject_invalid_arguments(
+    kwargs: dict[str, object], key: str, fragment: str
+) -> None:
+    """Unknown faults get the catalog's error; impossible selections name their argument."""
+    with pytest.raises(ConfigurationError) as info:
+        fault_plans(**kwargs)  # type: ignore[arg-type]
+    assert info.value.key == key
+    assert fragment in str(info.value)
+
+
+# --- decision_sources -------------------------------------------------------------------
+
+
+@settings(max_examples=100)
+@given(
+    schedule=fault_schedules(max_conditions=4),
+    source=decision_sources(),
+    calls=st.lists(_CALLS, max_size=10),
+)
+def test_decision_sources_drive_any_schedule(
+    schedule: Schedule, source: DecisionSource, calls: list[CallInfo]
+) -> None:
+    """A drawn source stands in for random.Random in every schedule, giving floats in [0, 1)."""
+    for call in calls:
+        assert isinstance(schedule.should_fire(call, source), bool)
+    assert 0.0 <= source.random() < 1.0
+
+
+def test_decision_sources_are_deterministic_under_a_seed() -> None:
+    """The same hypothesis seed gives the same decisions, example by example."""
+
+    def run() -> list[list[float]]:
+        seen: list[list[float]] = []
+
+        @hypothesis.seed(20240611)
+        @settings(max_examples=15, database=None)
+        @given(decision_sources())
+        def collect(source: DecisionSource) -> None:
+            seen.append([source.random() for _ in range(5)])
+
+        collect()
+        return seen
+
+    first_run = run()
+    assert len({tuple(values) for values in first_run}) > 1
+    assert run() == first_run
+
+
+@pytest.mark.parametrize("max_draws", [256, 0])
+def test_decision_sources_are_controlled_by_hypothesis(max_draws: int) -> None:
+    """hypothesis can steer a decision either way, also through the seeded fallback."""
+    high = find(
+        decision_sources(max_draws=max_draws),
+        lambda r: r.random() > 0.9,
+        settings=_FIND,
+    )
+    low = find(
+        decision_sources(max_draws=max_draws),
+        lambda r: r.random() < 0.1,
+        settings=_FIND,
+    )
+    shown = "decision_sources()" if max_draws == 256 else "decision_sources(max_draws=0)"
+    assert repr(high) == repr(low) == shown
+
+
+def test_decision_sources_shrink_to_the_fewest_firings() -> None:
+    """A run failing when two of ten 50% decisions fire shrinks to exactly two firings."""
+    rate = probability(0.5)
+    log: list[tuple[DecisionSource, list[bool]]] = []
+
+    def fires_twice(source: DecisionSource) -> bool:
+        calls = [dataclasses.replace(_CALL_3, call_index=i) for i in range(1, 11)]
+        fired = [rate.should_fire(call, source) for call in calls]
+        log.append((source, fired))
+        return sum(fired) >= 2
+
+    found = find(decision_sources(), fires_twice, settings=_FIND)
+    fired = next(pattern for source, pattern in reversed(log) if source is found)
+    assert sum(fired) == 2, fired
+
+
+def test_decision_sources_survive_long_runs() -> None:
+    """Past max_draws, decisions come from a seeded generator: thousands of calls still run."""
+    runs: list[int] = []
+
+    @settings(max_examples=5, database=None)
+    @given(decision_sources(max_draws=50))
+    def long_run(source: DecisionSource) -> None:
+        values = [source.random() for _ in range(5000)]
+        assert all(0.0 <= value < 1.0 for value in values)
+        assert len(set(values[50:])) > 4000  # a real stream, not a constant
+        runs.append(len(values))
+
+    long_run()
+    assert runs == [5000] * 5
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True])
+def test_decision_sources_reject_invalid_max_draws(value: object) -> None:
+    """max_draws must be an integer >= 0."""
+    with pytest.raises(ConfigurationError, match="max_draws must be") as info:
+        decision_sources(max_draws=value)  # type: ignore[arg-type]
+    assert info.value.key == "max_draws"
+
+
+def test_decision_sources_show_their_decisions_in_a_failing_example(
+    pytester: pytest.Pytester,
+) -> None:
+    """A failing chaos property prints each decision hypothesis made, shrunk to the minimum."""
+    pytester.makepyfile(
+        """
+        from hypothesis import given, settings
+        from pytest_taskchaos.schedules import CallInfo, probability
+        from pytest_taskchaos.strategies import decision_sources
+
+        @settings(database=None)
+        @given(decision_sources())
+        def test_fires_once_at_most(source):
+            rate = probability(0.5)
+            calls = [CallInfo(task_name="t", call_index=i) for i in range(1, 6)]
+            assert sum(rate.should_fire(call, source) for call in calls) < 2
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*source=decision_sources(),*", "*Draw 5 (decision): *"])
+    decisions = [line for line in result.stdout.lines if "(decision): " in line]
+    fired = [float(line.rsplit(": ", 1)[1]) < 0.5 for line in decisions]
+    assert len(decisions) == 5
+    assert sum(fired) == 2, decisions
