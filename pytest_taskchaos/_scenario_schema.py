@@ -50,6 +50,7 @@ __all__ = [
     "Keys",
     "Operator",
     "Problem",
+    "RetryBudgetSettings",
     "Scenario",
     "TaskCall",
     "Workload",
@@ -564,6 +565,36 @@ class TaskCall:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RetryBudgetSettings:
+    """The retry budget a scenario runs with (``resilience.RetryBudget``'s arguments).
+
+    Without one, the app's engine has no budget and no retry is ever refused.
+
+    Attributes:
+        ratio: retries allowed per first attempt, >= 0 (0.2: one retry per five tasks).
+        window: the sliding window, seconds > 0.
+        min_retries: retries always allowed per window, >= 0.
+    """
+
+    ratio: float = 0.2
+    window: float = 60.0
+    min_retries: int = 10
+
+    def __post_init__(self) -> None:
+        ratio = self.ratio
+        if (
+            isinstance(ratio, bool)
+            or not isinstance(ratio, int | float)
+            or not math.isfinite(ratio)
+            or ratio < 0
+        ):
+            raise _bad(f"expected a number >= 0, got {show(ratio)}", "ratio", ratio)
+        object.__setattr__(self, "ratio", float(ratio))
+        object.__setattr__(self, "window", _positive(self.window, "window"))
+        check_int(self.min_retries, "min_retries", 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerExpectation:
     """What must hold for one circuit breaker.
 
@@ -607,6 +638,9 @@ class Expectations:
             (``"p50"``, ``"p99"``, ``"p99.9"``) or ``"max"``.
         retries_within_budget: no retry was refused by the retry budget.
         all_faults_fired: every injected fault fired at least once.
+        min_retry_delay: the shortest wait between a failed run and its retry, in
+            seconds (deferrals by an open breaker or a busy key are not retries).
+        max_retries_per_second: retries due in any one second of virtual time.
     """
 
     completion_ratio: Comparison | None = None
@@ -618,6 +652,8 @@ class Expectations:
     completion_time: Mapping[str, Comparison] = field(default_factory=lambda: _EMPTY)
     retries_within_budget: bool = False
     all_faults_fired: bool = False
+    min_retry_delay: Comparison | None = None
+    max_retries_per_second: Comparison | None = None
 
     def __post_init__(self) -> None:
         if self.dlq_only_types is not None:
@@ -642,6 +678,7 @@ class Scenario:
         seed: the seed of every random choice (``None``: the runner's).
         faults: the injections, in file order.
         policies: retry policy overrides by failure type.
+        retry_budget: the retry budget of the run (``None``: no budget).
         expect: what must hold at the end.
         source: the file it came from.
         line: the line where it starts.
@@ -656,6 +693,7 @@ class Scenario:
     seed: int | None = None
     faults: tuple[Injection, ...] = ()
     policies: Mapping[FailureType, RetryPolicy] = field(default_factory=lambda: _NO_POLICIES)
+    retry_budget: RetryBudgetSettings | None = None
     expect: Expectations = field(default_factory=Expectations)
     source: str = "<string>"
     line: int = 1

@@ -145,6 +145,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "chaos_store", "store URL inside chaos tests (default memory://)", default="memory://"
     )
+    parser.addini(
+        "chaos_scenarios",
+        "glob patterns of the scenario files pytest collects (a leading / anchors at the rootdir)",
+        type="args",
+        default=["scenarios/*.yaml", "scenarios/*.yml"],
+    )
 
 
 def _env_name(name: str) -> str:
@@ -318,6 +324,13 @@ def pytest_pycollect_makeitem(
         if "chaos" not in getattr(item, "fixturenames", ["chaos"]):
             item.fixturenames.append("chaos")  # type: ignore[attr-defined]
     return result
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """Collect scenario files (``scenarios/*.yaml``): one test item per scenario."""
+    from pytest_taskchaos._collect import collect_scenario_file  # noqa: PLC0415 -- light
+
+    return collect_scenario_file(file_path, parent)
 
 
 # --------------------------------------------------------------------------- fixtures

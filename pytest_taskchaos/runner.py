@@ -31,7 +31,14 @@ What is measured (:attr:`ScenarioResult.measures`), all from the run's history:
 - ``completion_time``: percentiles of virtual seconds from a task id's first
   publish to its success;
 - ``budget_refusals``: retries the retry budget refused;
+- ``min_retry_delay``: the shortest wait from a failed run to its retry's due time
+  (deferrals excluded; ``None`` without retries);
+- ``max_retries_per_second``: the most retries due within one second of virtual
+  time, and ``busiest_second``, when;
 - ``virtual_duration``: virtual seconds from the start to the end of the run.
+
+A scenario's ``retry_budget`` becomes the engine's ``resilience.RetryBudget`` (on
+the simulation's clock) for the run; without one the engine has no budget.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from pytest_taskchaos._scenario_schema import did_you_mean
 from pytest_taskchaos._workload import plan
 from pytest_taskchaos.scenario import Scenario
 from pytest_taskchaos.simulation import Simulation, StepBudgetExceeded
+from resilience.budget import RetryBudget
 from resilience.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -248,6 +256,15 @@ def run_scenario(
         conf.resilience_policies = {**dict(saved or {}), **scenario.policies}
     try:
         with Simulation(app, seed=chosen) as sim:
+            settings = scenario.retry_budget
+            if settings is not None:
+                # Before any run: the engines of tasks with their own policies copy it.
+                sim.runtime.engine.budget = RetryBudget(
+                    ratio=settings.ratio,
+                    window=settings.window,
+                    min_retries=settings.min_retries,
+                    clock=sim.clock,
+                )
             for made in scenario.faults:
                 sim.inject(made)
             finished, stopped = _drive(sim, scenario, chosen, on_progress)
@@ -383,6 +400,8 @@ def _measure(
     retries = deferred = 0
     dlq: Counter[str] = Counter()
     refusals = 0
+    waits: list[float] = []
+    due: Counter[int] = Counter()
     for event in history:
         kind = event.kind
         if kind is EventKind.PUBLISHED:
@@ -396,6 +415,9 @@ def _measure(
                 deferred += 1
             else:
                 retries += 1
+                countdown = float(event.details.get("countdown") or 0.0)
+                waits.append(countdown)
+                due[math.floor(event.at + countdown)] += 1
         elif kind is EventKind.DEAD_LETTERED:
             dlq[str(event.details.get("failure_type"))] += 1
         elif kind is EventKind.DECIDED and _BUDGET_REFUSAL in str(event.details.get("reason")):
@@ -421,6 +443,12 @@ def _measure(
         "max_attempts_per_task": max(starts.values(), default=0),
         "completion_times": times,
         "budget_refusals": refusals,
+        "min_retry_delay": min(waits, default=None),
+        "max_retries_per_second": max(due.values(), default=0),
+        "busiest_second": min(
+            (second for second, count in due.items() if count == max(due.values())),
+            default=None,
+        ),
         "virtual_duration": duration,
     }
 
@@ -601,6 +629,22 @@ def _evaluate(
                 passed=not unfired,
             )
         )
+    if expect.min_retry_delay is not None:
+        shortest = measures["min_retry_delay"]
+        wanted = expect.min_retry_delay
+        results.append(
+            ExpectationResult(
+                name="min_retry_delay",
+                expected=f"{wanted.op.value} {_seconds(wanted.value)}",
+                measured="no retries" if shortest is None else _seconds(shortest),
+                passed=shortest is not None and wanted.holds(shortest),
+            )
+        )
+    if expect.max_retries_per_second is not None:
+        most = measures["max_retries_per_second"]
+        when = measures["busiest_second"]
+        shown = f"{most}" + ("" if when is None else f" (in second {when})")
+        results.append(_check("max_retries_per_second", expect.max_retries_per_second, most, shown))
     return results
 
 

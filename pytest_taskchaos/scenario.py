@@ -32,6 +32,7 @@ from pytest_taskchaos._scenario_schema import (
     KeyPattern,
     Keys,
     Operator,
+    RetryBudgetSettings,
     Scenario,
     TaskCall,
     Workload,
@@ -62,6 +63,7 @@ __all__ = [
     "KeyPattern",
     "Keys",
     "Operator",
+    "RetryBudgetSettings",
     "Scenario",
     "ScenarioError",
     "TaskCall",
@@ -445,6 +447,8 @@ _EXPECT_KEYS: Final = (
     "completion_time",
     "retries_within_budget",
     "all_faults_fired",
+    "min_retry_delay",
+    "max_retries_per_second",
 )
 _EXPECT: Final[dict[str, Callable[[object], object]]] = {
     "completion_ratio": _ratio,
@@ -456,6 +460,10 @@ _EXPECT: Final[dict[str, Callable[[object], object]]] = {
     ),
     "retries_within_budget": _boolean,
     "all_faults_fired": _boolean,
+    "min_retry_delay": lambda v: Comparison.parse(v, default=Operator.GE, duration=True),
+    "max_retries_per_second": lambda v: Comparison(
+        op=Operator.LE, value=check_int(v, "max_retries_per_second", 1)
+    ),
 }
 
 
@@ -478,6 +486,22 @@ def _expect(ctx: _Checker, value: object, path: _Path) -> Expectations | None:
     return ctx.attempt(path, lambda: Expectations(**values))
 
 
+def _retry_budget(ctx: _Checker, value: object, path: _Path) -> RetryBudgetSettings | None:
+    data = ctx.mapping(
+        value,
+        path,
+        what="a retry budget (a mapping with ratio, window, min_retries)",
+        keys=("ratio", "window", "min_retries"),
+    )
+    if data is None:
+        return None
+    if "window" in data:
+        data["window"] = ctx.attempt((*path, "window"), partial(duration, data["window"]))
+        if data["window"] is None:
+            return None
+    return ctx.attempt(path, lambda: RetryBudgetSettings(**data))
+
+
 def _checked(check: Callable[[object], object]) -> Callable[[_Checker, object, _Path], object]:
     def section(ctx: _Checker, value: object, path: _Path) -> object:
         return ctx.attempt(path, lambda: check(value))
@@ -495,6 +519,7 @@ _SECTIONS: Final[dict[str, Callable[[_Checker, object, _Path], object]]] = {
     "workload": _workload,
     "faults": _faults,
     "policies": _policies,
+    "retry_budget": _retry_budget,
     "expect": _expect,
 }
 

@@ -1,0 +1,284 @@
+"""The shipped fault scenarios pass, and fail when the resilience behaviour they guard regresses.
+
+Every scenario under ``scenarios/`` runs with its own seed and must pass. Then a
+weakened variant of each (a policy override, a missing breaker, an engine that
+ignores Retry-After, no jitter) must fail the very expectation that names the
+behaviour: a scenario that cannot fail proves nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from examples.taskapp import tasks as taskapp_tasks
+from examples.taskapp.scenario_app import make_scenario_app
+from pytest_taskchaos.runner import ScenarioResult, run_scenario
+from pytest_taskchaos.scenario import (
+    RetryBudgetSettings,
+    Scenario,
+    ScenarioError,
+    load_scenarios,
+    load_scenarios_text,
+)
+from resilience.backoff import Jitter
+from resilience.celery import ResilientTask
+from resilience.engine import RetryEngine
+from resilience.policy import RetryPolicy, default_policy
+from resilience.taxonomy import FailureType
+
+SCENARIOS = Path(__file__).parents[2] / "scenarios"
+NEW = (
+    "deadlock-storm",
+    "db-failover",
+    "network-partition",
+    "rate-limited-email",
+    "thundering-herd",
+)
+
+
+def _shipped(name: str) -> Scenario:
+    [scenario] = load_scenarios(SCENARIOS / f"{name}.yaml")
+    return scenario
+
+
+def _failed(result: ScenarioResult) -> dict[str, str]:
+    return {failure.name: failure.measured for failure in result.failures}
+
+
+def _with_policy(scenario: Scenario, kind: FailureType, policy: RetryPolicy) -> Scenario:
+    return dataclasses.replace(scenario, policies={**scenario.policies, kind: policy})
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, ScenarioResult]:
+    """Each new shipped scenario, run once with its own seed."""
+    return {name: run_scenario(_shipped(name)) for name in NEW}
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_shipped_scenario_passes(name: str, results: dict[str, ScenarioResult]) -> None:
+    """Each new scenario passes with its own seed, and its faults really fired."""
+    result = results[name]
+    assert result.passed, [failure.describe() for failure in result.failures]
+    assert result.measures["faults_fired"] > 0
+    assert result.measures["completion_ratio"] == 1.0
+
+
+def test_shipped_scenarios_are_all_valid_and_uniquely_named() -> None:
+    """The scenarios directory loads as a whole: eight scenarios, names unique across files."""
+    names = sorted(scenario.name for scenario in load_scenarios(SCENARIOS))
+    assert names == sorted([*NEW, "mail-outage", "missing-config", "oom-redelivery"])
+
+
+# --------------------------------------------------------------------------- deadlocks
+
+
+def test_deadlock_storm_retries_every_deadlock(results: dict[str, ScenarioResult]) -> None:
+    """Every deadlock is retried (one retry per firing), and no message is dead-lettered."""
+    measures = results["deadlock-storm"].measures
+    assert measures["retries"] == measures["faults_fired"] >= 20
+    assert measures["dlq_total"] == 0
+
+
+def test_deadlock_storm_without_retries_fails() -> None:
+    """With TRANSIENT_DATABASE not retried, deadlocked escalations are dead-lettered."""
+    weakened = _with_policy(
+        _shipped("deadlock-storm"), FailureType.TRANSIENT_DATABASE, RetryPolicy(max_retries=0)
+    )
+    failed = _failed(run_scenario(weakened))
+    assert failed.keys() >= {"completion_ratio", "max_dlq"}
+    assert failed["max_dlq"].endswith("(TRANSIENT_DATABASE=30)")
+
+
+# --------------------------------------------------------------------------- failover
+
+
+def test_db_failover_completes_after_the_window(results: dict[str, ScenarioResult]) -> None:
+    """Runs inside the failover window fail, and all of them succeed on a later retry."""
+    result = results["db-failover"]
+    assert result.measures["retries"] >= 100
+    assert 2 <= result.measures["max_attempts_per_task"] <= 6
+
+
+def test_db_failover_with_one_retry_fails() -> None:
+    """One retry 30 s later is not enough for a 3-minute failover: messages are dead-lettered."""
+    weakened = _with_policy(
+        _shipped("db-failover"),
+        FailureType.TRANSIENT_DATABASE,
+        RetryPolicy(max_retries=1, initial_delay=30),
+    )
+    failed = _failed(run_scenario(weakened))
+    assert failed.keys() >= {"completion_ratio", "max_dlq"}
+    assert "TRANSIENT_DATABASE=" in failed["max_dlq"]
+
+
+# --------------------------------------------------------------------------- partition
+
+
+def test_network_partition_breaker_defers_instead_of_retrying(
+    results: dict[str, ScenarioResult],
+) -> None:
+    """The breaker opens early; held-back runs are deferrals, not spent retries."""
+    measures = results["network-partition"].measures
+    breaker = measures["breakers"]["mail-api"]
+    assert breaker["trips"] == 1
+    assert breaker["final"] == "closed"
+    assert measures["deferred"] > 10 * measures["retries"]
+
+
+def _app_without_breaker() -> Any:
+    """The scenario app with ticket_escalation registered again without its breaker."""
+    app = make_scenario_app()
+    name = taskapp_tasks.TICKET_ESCALATION
+    body = app.tasks[name].__wrapped__
+    options = dict(taskapp_tasks.TASK_OPTIONS[name])
+    del options["breaker"]
+    app.tasks.unregister(name)
+    app.task(base=ResilientTask, bind=True, name=name, shared=False, **options)(body)
+    return app
+
+
+def test_network_partition_without_breaker_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the mail-api breaker, escalations spend their retries inside the partition."""
+    module = types.ModuleType("taskchaos_weakened_apps")
+    module.make_app = _app_without_breaker  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    weakened = dataclasses.replace(
+        _shipped("network-partition"), app="taskchaos_weakened_apps:make_app"
+    )
+    failed = _failed(run_scenario(weakened))
+    assert failed.keys() >= {
+        "completion_ratio",
+        "max_dlq",
+        "breaker[mail-api].opens_within_calls",
+    }
+    assert "TRANSIENT_NETWORK=" in failed["max_dlq"]
+    assert failed["breaker[mail-api].opens_within_calls"].startswith("never opened")
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+def test_rate_limited_email_waits_retry_after(results: dict[str, ScenarioResult]) -> None:
+    """Every retry after a 429 waits the server's 120 s, not the policy's 5 s."""
+    assert results["rate-limited-email"].measures["min_retry_delay"] >= 120
+
+
+def test_rate_limited_email_fails_when_retry_after_is_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An engine that honours at most 1 s of Retry-After fails min_retry_delay."""
+    original = RetryEngine.__init__
+
+    def capped(self: RetryEngine, **kwargs: Any) -> None:
+        original(self, **kwargs)
+        self.max_retry_after = 1.0
+
+    monkeypatch.setattr(RetryEngine, "__init__", capped)
+    failed = _failed(run_scenario(_shipped("rate-limited-email")))
+    assert failed == {"min_retry_delay": "1s"}
+
+
+# --------------------------------------------------------------------------- herd
+
+
+def test_thundering_herd_jitter_spreads_retries(results: dict[str, ScenarioResult]) -> None:
+    """1,000 retries due together are spread by jitter over many seconds, within the budget."""
+    measures = results["thundering-herd"].measures
+    assert measures["retries"] == 1000
+    assert measures["max_retries_per_second"] <= 150
+    assert measures["budget_refusals"] == 0
+
+
+def test_thundering_herd_without_jitter_fails() -> None:
+    """Without jitter every retry is due in the same second."""
+    scenario = _shipped("thundering-herd")
+    network = default_policy(FailureType.TRANSIENT_NETWORK)
+    weakened = _with_policy(
+        scenario, FailureType.TRANSIENT_NETWORK, dataclasses.replace(network, jitter=Jitter.NONE)
+    )
+    failed = _failed(run_scenario(weakened))
+    assert failed == {"max_retries_per_second": "1000 (in second 60)"}
+
+
+def test_thundering_herd_with_eager_retries_exceeds_the_budget() -> None:
+    """Retrying every 10 s while the outage lasts 30 s asks for more retries than the budget."""
+    eager = RetryPolicy(
+        max_retries=5, initial_delay=10, strategy="constant", max_delay=10, jitter="none"
+    )
+    weakened = _with_policy(_shipped("thundering-herd"), FailureType.TRANSIENT_NETWORK, eager)
+    failed = _failed(run_scenario(weakened))
+    assert "retries_within_budget" in failed
+    assert int(failed["retries_within_budget"].split()[0]) > 0
+
+
+# --------------------------------------------------------------------------- new keys
+
+BASE = """
+name: s
+app: examples.taskapp.scenario_app:make_scenario_app
+tasks: [{name: taskapp.autoclose_job, kwargs: {job_id: "{n}"}}]
+workload: {count: 3}
+"""
+
+
+def test_new_keys_load() -> None:
+    """retry_budget, min_retry_delay and max_retries_per_second load with their defaults."""
+    text = BASE + (
+        "retry_budget: {ratio: 0.5, window: 2m}\n"
+        "expect: {min_retry_delay: 90s, max_retries_per_second: 20}\n"
+    )
+    [scenario] = load_scenarios_text(text)
+    assert scenario.retry_budget == RetryBudgetSettings(ratio=0.5, window=120, min_retries=10)
+    expect = scenario.expect
+    assert expect.min_retry_delay is not None
+    assert expect.min_retry_delay.describe() == ">= 90"
+    assert expect.max_retries_per_second is not None
+    assert expect.max_retries_per_second.describe() == "<= 20"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "retry_budget: {ratio: -1}\n",
+            "<string>:6:16: retry_budget.ratio: expected a number >= 0, got -1",
+        ),
+        (
+            "retry_budget: {windw: 1m}\n",
+            (
+                "<string>:6:16: retry_budget.windw: unknown key 'windw'; did you mean 'window'? "
+                "(valid keys: ratio, window, min_retries)"
+            ),
+        ),
+        (
+            "expect: {max_retries_per_second: 0}\n",
+            "<string>:6:10: expect.max_retries_per_second: expected an integer >= 1, got 0",
+        ),
+        (
+            "expect: {min_retry_delay: soon}\n",
+            (
+                "<string>:6:10: expect.min_retry_delay: expected a comparison like '<= 600' "
+                "(one of <, <=, ==, !=, >=, > and a duration), got 'soon'"
+            ),
+        ),
+    ],
+)
+def test_new_keys_report_mistakes(extra: str, message: str) -> None:
+    """Mistakes in the new keys are located and say what was expected."""
+    with pytest.raises(ScenarioError) as caught:
+        load_scenarios_text(BASE + extra)
+    assert str(caught.value) == message
+
+
+def test_min_retry_delay_without_retries_fails() -> None:
+    """min_retry_delay cannot hold vacuously: a run without retries fails it."""
+    [scenario] = load_scenarios_text(BASE + "expect: {min_retry_delay: 1s}\n")
+    result = run_scenario(scenario)
+    assert _failed(result) == {"min_retry_delay": "no retries"}
