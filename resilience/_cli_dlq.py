@@ -25,13 +25,13 @@ from resilience._cli_format import (
     member,
     open_cli_store,
     parse_duration,
-    parse_instant,
     table,
+    usage_errors,
 )
+from resilience._operations import dead_letter_filter
 from resilience.dead_letter import DeadLetterQueue
 from resilience.errors import ConfigurationError, DeadLetterConflict, ResilienceError
 from resilience.storage.records import DeadLetterFilter, DeadLetterStatus
-from resilience.taxonomy import FailureType
 
 if TYPE_CHECKING:
     import argparse
@@ -135,19 +135,14 @@ def _add_app(p: argparse.ArgumentParser) -> None:
 
 
 def _filter(args: argparse.Namespace) -> DeadLetterFilter:
-    statuses = None
-    if args.status:
-        statuses = frozenset(member(DeadLetterStatus, s, option="--status") for s in args.status)
-    types = None
-    if args.failure_type:
-        types = frozenset(member(FailureType, t, option="--type") for t in args.failure_type)
-    return DeadLetterFilter(
-        statuses=statuses,
-        task_name=args.task,
-        failure_types=types,
-        since=None if args.since is None else parse_instant(args.since, option="--since"),
-        until=None if args.until is None else parse_instant(args.until, option="--until"),
-        text=args.text or None,
+    return usage_errors(dead_letter_filter)(
+        statuses=args.status or (),
+        task=args.task,
+        types=args.failure_type or (),
+        since=args.since,
+        until=args.until,
+        text=args.text,
+        prefix="--",
     )
 
 

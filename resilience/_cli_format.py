@@ -7,20 +7,19 @@ without ``--yes``), :data:`UNAVAILABLE` (the store did not answer).
 
 from __future__ import annotations
 
-import difflib
+import functools
 import json
-import math
-import re
 import sys
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar
 
+from resilience import _operations
 from resilience.errors import ConfigurationError
 from resilience.storage import open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from resilience.storage.base import Store
 
@@ -39,6 +38,7 @@ __all__ = [
     "parse_instant",
     "suggest",
     "table",
+    "usage_errors",
 ]
 
 OK = 0
@@ -51,9 +51,8 @@ UNAVAILABLE = 3
 """The store could not be reached."""
 
 E = TypeVar("E", bound=StrEnum)
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class CommandError(Exception):
@@ -83,8 +82,20 @@ def open_cli_store(url: str | None) -> Store:
 
 def suggest(value: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'X'?"`` for the closest of ``choices``, or ``""``."""
-    close = difflib.get_close_matches(value, list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return _operations.suggest(value, choices)
+
+
+def usage_errors(function: Callable[P, R]) -> Callable[P, R]:
+    """Turn the :class:`ConfigurationError` of a shared parser into a :data:`USAGE` error."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except ConfigurationError as exc:
+            raise CommandError(str(exc), status=USAGE) from None
+
+    return wrapper
 
 
 def member(kind: type[E], value: str, *, option: str) -> E:
@@ -93,16 +104,7 @@ def member(kind: type[E], value: str, *, option: str) -> E:
     Raises:
         CommandError: an unknown name; the message lists the valid ones (:data:`USAGE`).
     """
-    wanted = value.strip().lower()
-    for item in kind:
-        if wanted in (item.value.lower(), item.name.lower()):
-            return item
-    names = [item.name for item in kind]
-    raise CommandError(
-        f"{option}: unknown value {value!r}{suggest(value.upper(), names)} "
-        f"(valid: {', '.join(names)})",
-        status=USAGE,
-    )
+    return usage_errors(_operations.member)(kind, value, option=option)
 
 
 def parse_instant(value: str, *, option: str) -> float:
@@ -111,25 +113,7 @@ def parse_instant(value: str, *, option: str) -> float:
     Raises:
         CommandError: neither form (:data:`USAGE`).
     """
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        if math.isfinite(seconds):
-            return seconds
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise CommandError(
-            f"{option}: {value!r} is not a date; expected ISO 8601 such as "
-            "'2024-05-01T12:00:00+00:00' or '2024-05-01' (UTC when no offset), "
-            "or epoch seconds",
-            status=USAGE,
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return usage_errors(_operations.parse_instant)(value, option=option)
 
 
 def parse_duration(value: str, *, option: str) -> float:
@@ -138,14 +122,7 @@ def parse_duration(value: str, *, option: str) -> float:
     Raises:
         CommandError: another form (:data:`USAGE`).
     """
-    match = _DURATION.match(value)
-    if match is None:
-        raise CommandError(
-            f"{option}: {value!r} is not a duration; expected a number with an optional "
-            "unit s, m, h, d or w, such as '90s', '12h' or '30d'",
-            status=USAGE,
-        )
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    return usage_errors(_operations.parse_duration)(value, option=option)
 
 
 def iso(seconds: float | None) -> str:

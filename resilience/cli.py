@@ -23,9 +23,10 @@ import os
 import random
 import re
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from resilience import _demo
+from resilience import _demo, _operations
+from resilience._cli_dlq import _load_app as load_app
 from resilience._cli_dlq import add_dlq_parser
 from resilience._cli_format import (
     NOTHING,
@@ -40,16 +41,14 @@ from resilience._cli_format import (
     parse_duration,
     suggest,
     table,
+    usage_errors,
 )
 from resilience.breaker import CircuitBreaker
 from resilience.clock import system_clock
-from resilience.dead_letter import DeadLetterQueue
 from resilience.engine import RetryEngine
 from resilience.errors import StorageUnavailable
-from resilience.history import OutcomeHistory
 from resilience.policy import default_policy
-from resilience.storage.base import BreakerRecord, CircuitState
-from resilience.storage.records import DeadLetterFilter, DeadLetterOrder, DeadLetterStatus
+from resilience.storage.records import DeadLetterStatus
 from resilience.taxonomy import Classification, FailureType, classify
 
 if TYPE_CHECKING:
@@ -223,40 +222,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _breaker_names(store: object, url: str) -> list[str]:
-    names = getattr(store, "names", None)
-    if not callable(names):
-        raise CommandError(
-            f"the breaker store of {url} cannot list its breakers (it has no names() method)",
-            status=USAGE,
-        )
-    return [str(name) for name in names()]
-
-
-def _breaker_row(name: str, record: BreakerRecord | None, now: float) -> dict[str, object]:
-    """What an operator needs of one breaker, read without writing anything."""
-    record = record or BreakerRecord()
-    state = record.state
-    wait: float | None = 0.0
-    if state is CircuitState.OPEN and record.open_until is not None:
-        wait = max(0.0, record.open_until - now)
-        if wait == 0.0:
-            state = CircuitState.HALF_OPEN  # the next call will be admitted as a probe
-    elif state is CircuitState.FORCED_OPEN:
-        wait = None  # no probe is scheduled until an operator resets it
-    window = record.outcomes + "".join("s" * ok + "f" * bad for _, ok, bad in record.buckets)
-    return {
-        "name": name,
-        "state": state.value,
-        "stored_state": record.state.value,
-        "consecutive_failures": record.consecutive_failures,
-        "window_failures": window.count("f"),
-        "window_calls": len(window),
-        "trips": record.trips,
-        "opened_at": record.opened_at,
-        "next_probe_at": record.open_until if record.state is CircuitState.OPEN else None,
-        "seconds_until_probe": None if wait is None else round(wait, 3),
-        "probes_in_flight": record.half_open_in_flight,
-    }
+    return usage_errors(_operations.breaker_names)(store, url)
 
 
 def _cmd_breakers(args: argparse.Namespace) -> int:
@@ -266,7 +232,7 @@ def _cmd_breakers(args: argparse.Namespace) -> int:
             return _reset_breaker(store, args)
         now = system_clock.time()
         rows = [
-            _breaker_row(name, store.breakers.load(name), now)
+            _operations.breaker_row(name, store.breakers.load(name), now)
             for name in _breaker_names(store.breakers, store.url)
         ]
     finally:
@@ -319,58 +285,17 @@ def _reset_breaker(store: Store, args: argparse.Namespace) -> int:
     return OK
 
 
-def _task_names(outcomes: object, since: float) -> list[str]:
-    listing = getattr(outcomes, "task_names", None)
-    return [str(n) for n in listing(since=since)] if callable(listing) else []
-
-
 def _cmd_stats(args: argparse.Namespace) -> int:
     window = parse_duration(args.window, option="--window")
     if window <= 0:
         raise CommandError(f"--window: must be positive, got {args.window!r}", status=USAGE)
     store = open_cli_store(args.store)
     try:
-        now = system_clock.time()
-        dlq = DeadLetterQueue(store)
-        depth = dlq.summary(now=now).by_status
-        dead: dict[str, dict[str, int]] = {}
-        after: str | None = None
-        while True:
-            page = dlq.store.query(
-                DeadLetterFilter(), order=DeadLetterOrder.NEWEST, limit=1000, after=after
-            )
-            for record in page.records:
-                per_task = dead.setdefault(record.task_name, {})
-                per_task[record.failure_type.value] = per_task.get(record.failure_type.value, 0) + 1
-            if page.next_cursor is None:
-                break
-            after = page.next_cursor
-        history = OutcomeHistory(store.outcomes, window=window)
-        tasks = sorted({*_task_names(store.outcomes, now - window), *dead})
-        rows = []
-        for task in tasks:
-            stats = history.statistics(task, now=now)
-            rate = stats.success_rate
-            rows.append(
-                {
-                    "task": task,
-                    "retries": stats.total,
-                    "retry_successes": stats.successes,
-                    "retry_success_rate": None if rate is None else round(rate, 4),
-                    "failed_retries_by_type": {
-                        t.value: c.failures for t, c in stats.by_type.items() if c.failures
-                    },
-                    "dead_letters": sum(dead.get(task, {}).values()),
-                    "dead_letters_by_type": dead.get(task, {}),
-                }
-            )
+        report = _operations.stats_report(store, window=window, now=system_clock.time())
     finally:
         store.close()
-    report = {
-        "window_seconds": window,
-        "tasks": rows,
-        "dead_letters_by_status": {status.value: depth[status] for status in DeadLetterStatus},
-    }
+    rows: list[dict[str, Any]] = report["tasks"]  # type: ignore[assignment]
+    depth: dict[str, int] = report["dead_letters_by_status"]  # type: ignore[assignment]
     if args.json:
         print(dump_json(report))
         return OK
@@ -385,9 +310,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                         r["retries"],
                         "-"
                         if r["retry_success_rate"] is None
-                        else f"{100 * r['retry_success_rate']:.1f}%",  # type: ignore[operator]
-                        _counts(r["failed_retries_by_type"]),  # type: ignore[arg-type]
-                        f"{r['dead_letters']} {_counts(r['dead_letters_by_type'])}",  # type: ignore[arg-type]
+                        else f"{100 * r['retry_success_rate']:.1f}%",
+                        _counts(r["failed_retries_by_type"]),
+                        f"{r['dead_letters']} {_counts(r['dead_letters_by_type'])}",
                     ]
                     for r in rows
                 ),
@@ -396,7 +321,37 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     else:
         print("no retries or dead letters recorded")
     print("\ndead-letter queue depth:")
-    print(table(["STATUS", "RECORDS"], ([s.value, depth[s]] for s in DeadLetterStatus)))
+    print(table(["STATUS", "RECORDS"], ([s.value, depth[s.value]] for s in DeadLetterStatus)))
+    return OK
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    try:
+        # Imported here: the dashboard's libraries are an optional extra.
+        import uvicorn  # noqa: PLC0415
+
+        from resilience.dashboard import create_app  # noqa: PLC0415
+    except ImportError as exc:
+        raise CommandError(
+            f"the dashboard needs its extra: pip install 'pytest-taskchaos[dashboard]' ({exc})",
+            status=USAGE,
+        ) from None
+    celery_app = load_app(args.app) if args.app else None
+    store = open_cli_store(args.store)
+    try:
+        app = usage_errors(create_app)(store, celery_app=celery_app)
+    except CommandError:
+        store.close()
+        raise
+    print(
+        f"resilience dashboard: serving {store.url} on http://{args.host}:{args.port}/ "
+        f"({'retries through ' + args.app if args.app else 'no --app: retries disabled'})",
+        file=sys.stderr,
+    )
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    finally:
+        store.close()
     return OK
 
 
@@ -467,6 +422,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--window", default="24h", metavar="DURATION", help="retry window (24h)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_stats)
+
+    p = sub.add_parser(
+        "dashboard",
+        parents=[store_option],
+        help="serve the web dashboard and JSON API (tokens from the environment)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    p.add_argument(
+        "--app",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="the Celery app (resilience.celery.install'ed) that retries re-enqueue through",
+    )
+    p.set_defaults(func=_cmd_dashboard)
     return parser
 
 
