@@ -14,6 +14,11 @@ fail. Figures are attempts per real second, the median of a few runs:
 * ``celery worker``: a real prefork worker (concurrency 2) on a Redis broker, timed
   from the first publish to the last result; it waits out the real countdowns, so
   the ratio shows what virtual time buys, not only raw speed.
+
+The target (the issue's) is >= 20,000 simulated attempts per real second; the last
+line says whether this run met it. Every attempt still runs through Celery's tracer,
+retry and signals, so the figure moves with the machine: on a shared or throttled
+CPU, compare it with ``python -m cProfile`` shares rather than across machines.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from resilience import RetryPolicy
 from resilience.celery import ResilientTask
 
 POLICY = RetryPolicy(max_retries=3, initial_delay=1.0, jitter="none")
+TARGET = 20_000
+"""Simulated attempts per real second the issue asks for, on this workload."""
 _BROKER = os.environ.get("TASKCHAOS_BENCH_BROKER", "memory://")
 
 app = Celery(
@@ -138,8 +145,8 @@ def main() -> None:
     simulated_rate(min(tasks, 100), seed=0)  # warm up: imports, tracers, freezegun
     sim = statistics.median(simulated_rate(tasks, seed=run) for run in range(runs))
     print(f"workload: {tasks} tasks, each fails once (ConnectionResetError) then succeeds")
-    print(f"{'row':<16} {'attempts/s':>12} {'ratio':>8}")
-    print(f"{'Simulation':<16} {sim:>12,.0f} {'1.00':>8}")
+    print(f"{'row':<16} {'attempts/s':>12} {'ratio':>8} {'us/attempt':>11}")
+    print(f"{'Simulation':<16} {sim:>12,.0f} {'1.00':>8} {1e6 / sim:>11.1f}")
     worker_tasks = max(tasks // 25, 20)
     if options.quick:
         print(f"{'celery worker':<16} skipped: --quick runs no worker")
@@ -147,8 +154,13 @@ def main() -> None:
         print(f"{'celery worker':<16} skipped: set RESILIENCE_TEST_REDIS_URL (or --redis-url)")
     else:
         real = worker_rate(worker_tasks, options.redis_url)
-        print(f"{'celery worker':<16} {real:>12,.0f} {sim / real:>8.1f}  ({worker_tasks} tasks)")
+        print(
+            f"{'celery worker':<16} {real:>12,.0f} {sim / real:>8.1f} {1e6 / real:>11.1f}"
+            f"  ({worker_tasks} tasks)"
+        )
     print(f"median of {runs} simulation run(s); ratio = Simulation / row")
+    verdict = "met" if sim >= TARGET else f"not met ({sim / TARGET:.0%} of it)"
+    print(f"target: >= {TARGET:,} simulated attempts/s: {verdict}")
 
 
 if __name__ == "__main__":

@@ -102,11 +102,55 @@ class Event:
         # A frozen event must not change through a dict its creator still holds.
         object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
 
+    @classmethod
+    def _trusted(  # noqa: PLR0917 -- the fields, in order
+        cls,
+        kind: EventKind,
+        at: float,
+        task_name: str,
+        task_id: str,
+        attempt: int,
+        details: dict[str, Any],
+    ) -> Event:
+        """An event from the simulation's own values: ``kind`` is an :class:`EventKind`.
+
+        The constructor's checks cost more than the rest of a step's bookkeeping,
+        and a history holds eight or more events per failing attempt. Here ``kind``
+        is not checked and ``details`` is wrapped, not copied: pass a dict nobody
+        else keeps (a ``**details`` of the caller). ``attempt`` is still checked.
+
+        Raises:
+            ConfigurationError: ``attempt`` is below 1.
+        """
+        if attempt < 1:
+            raise ConfigurationError(
+                f"attempt counts from 1, got {attempt!r}", key="attempt", value=attempt
+            )
+        event = _new(cls)
+        _set_kind(event, kind)
+        _set_at(event, at)
+        _set_task_name(event, task_name)
+        _set_task_id(event, task_id)
+        _set_attempt(event, attempt)
+        _set_details(event, MappingProxyType(details))
+        return event
+
     def describe(self) -> str:
         """One line for a failure message: time, kind, task, attempt and details."""
         extra = " ".join(f"{key}={value!r}" for key, value in sorted(self.details.items()))
         text = f"t={self.at:g}s {self.kind.value} {self.task_name}[{self.task_id}] #{self.attempt}"
         return f"{text} {extra}" if extra else text
+
+
+# Frozen dataclass fields are slots: their descriptors set them, as the generated
+# __init__ does through object.__setattr__, without its name lookups.
+_new = object.__new__
+_set_kind = Event.__dict__["kind"].__set__
+_set_at = Event.__dict__["at"].__set__
+_set_task_name = Event.__dict__["task_name"].__set__
+_set_task_id = Event.__dict__["task_id"].__set__
+_set_attempt = Event.__dict__["attempt"].__set__
+_set_details = Event.__dict__["details"].__set__
 
 
 def select(

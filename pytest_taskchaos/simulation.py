@@ -10,14 +10,18 @@
 
 How publishing is captured: while a simulation is active, the app's ``send_task``
 (which every ``delay`` / ``apply_async`` / signature / ``self.retry`` goes through)
-is wrapped to turn ``countdown`` / ``eta`` into a virtual due time and to give
-tasks ids from the seeded generator, and the app's ``amqp.send_task_message`` (the
-last step before the broker) is replaced to put Celery's fully built message into
-a virtual queue ordered by (due time, publish order). Celery still routes and builds
-the message, so headers (``retries``, custom headers of a retry) and the body are
-the ones a worker would receive; the body comes back as the app's serializer would
-return it from the wire (scalar JSON arguments without the round trip, which
-cannot change them). Nothing reaches the broker, and ``task_always_eager`` is not used.
+is replaced. It turns ``countdown`` / ``eta`` into a virtual due time, gives tasks
+ids from the seeded generator and puts the message into a virtual queue ordered by
+(due time, publish order). The message is the one Celery would publish, built by
+:class:`~pytest_taskchaos._publish.DirectPublisher` with Celery's steps (routing,
+protocol-2 headers such as ``retries``, ``parent_id`` / ``root_id`` and the custom
+headers of a retry, ``argsrepr``, properties) but without Celery's per-publish
+overhead; what it does not build (linked callbacks, chains, ``expires``, stamped
+headers, custom routers or connections) goes through Celery's own ``send_task``,
+whose finished message is taken at ``amqp.send_task_message`` (the last step before
+the broker). The body comes back as the app's serializer would return it from the
+wire (scalar JSON arguments without the round trip, which cannot change them).
+Nothing reaches the broker, and ``task_always_eager`` is not used.
 
 How a message runs: the clock moves to its due time, then Celery's tracer
 (``celery.app.trace.build_tracer``, built once per task) runs it with the request
@@ -52,7 +56,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import uuid
 import warnings
 from collections import Counter
 from contextlib import ExitStack
@@ -79,6 +82,7 @@ from pytest_taskchaos._parts import (
     VirtualQueue,
     replace,
 )
+from pytest_taskchaos._publish import DirectPublisher
 from pytest_taskchaos.faults import CATALOG, InjectionPoint
 from pytest_taskchaos.injection import Injection, injection
 from resilience.celery import install, signals
@@ -142,7 +146,20 @@ _dumps: Callable[..., tuple[str, str, Any]] = serialization.dumps
 _loads: Callable[..., Any] = serialization.loads
 
 
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+# uuid.UUID(int=bits, version=4) sets these bits; its str() costs three times this.
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+
+
+def _uuid4(bits: int) -> str:
+    """``str(uuid.UUID(int=bits, version=4))``: a task id from 128 seeded random bits."""
+    digits = f"{(bits & _UUID4_CLEAR) | _UUID4_SET:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+# The simulation builds its events from its own values: no per-event validation.
+_event = Event._trusted
 
 
 def _plain_body(body: Any, serializer: str) -> tuple[Any, ...] | None:
@@ -155,13 +172,15 @@ def _plain_body(body: Any, serializer: str) -> tuple[Any, ...] | None:
     if serializer != "json":
         return None
     args, kwargs, embed = body
-    if any(value is not None for value in embed.values()):
-        return None
-    if any(type(key) is not str for key in kwargs):
-        return None
-    for value in (*args, *kwargs.values()):
-        # Exact types: a subclass (an IntEnum, a str subclass) may not survive.
+    for value in embed.values():
+        if value is not None:
+            return None
+    # Exact types: a subclass (an IntEnum, a str subclass) may not survive.
+    for value in args:
         if type(value) not in _SCALARS:
+            return None
+    for key, value in kwargs.items():
+        if type(key) is not str or type(value) not in _SCALARS:
             return None
     return (list(args), dict(kwargs), dict(embed))
 
@@ -231,6 +250,7 @@ class Simulation:
         self._exit: ExitStack | None = None
         self._frozen: Any = None
         self._original_send_task: Callable[..., Any] | None = None
+        self._publisher: DirectPublisher | None = None
         self._producer: Any = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -252,7 +272,8 @@ class Simulation:
             saved = random.getstate()
             stack.callback(random.setstate, saved)
             random.seed(self.rng.getrandbits(64))
-            freezer = freeze_time(self._wall_clock())
+            # pytest's own timing (--durations, junit times) keeps the real clock.
+            freezer = freeze_time(self._wall_clock(), ignore=["_pytest", "pluggy"])
             self._frozen = freezer.start()
             stack.callback(freezer.stop)
             self._patch_publishing(stack)
@@ -483,15 +504,9 @@ class Simulation:
     def _record(
         self, kind: EventKind, task_name: str, task_id: str, attempt: int, **details: Any
     ) -> None:
+        # details is this call's own dict: the event may keep it without a copy.
         self.history.append(
-            Event(
-                kind=kind,
-                at=self.clock.time() - self.start,
-                task_name=task_name,
-                task_id=task_id,
-                attempt=attempt,
-                details=details,
-            )
+            _event(kind, self.clock.time() - self.start, task_name, task_id, attempt, details)
         )
 
     def _budget_error(self, max_steps: int, runs: Counter[str]) -> StepBudgetExceeded:
@@ -508,6 +523,7 @@ class Simulation:
 
     def _patch_publishing(self, stack: ExitStack) -> None:
         self._original_send_task = self.app.send_task
+        self._publisher = DirectPublisher(self.app)
         replace(stack, self.app, "send_task", self._send_task)
         replace(stack, self.app.amqp, "send_task_message", self._capture)
 
@@ -531,38 +547,87 @@ class Simulation:
         elif countdown is not None:
             due = now + float(countdown)
         if task_id is None:
-            task_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-        self._pending_due = due
+            task_id = _uuid4(self.rng.getrandbits(128))
         when = datetime.fromtimestamp(due, tz=UTC) if due > now else None
-        assert self._original_send_task is not None  # noqa: S101 -- set on enter
-        if options.get("producer") is None and options.get("connection") is None:
-            options["producer"] = self._producer
-        try:
-            return self._original_send_task(
-                name, args, kwargs, eta=when, task_id=task_id, **options
-            )
-        finally:
-            self._pending_due = None
+        app = self.app
+        producer = options.get("producer") or options.get("publisher") or self._producer
+        publisher = self._publisher
+        built = (
+            None
+            if publisher is None
+            else publisher.build(name, args, kwargs, when, task_id, options)
+        )
+        if built is None:
+            # What the direct builder leaves to Celery: its send_task builds the
+            # message and hands it to _capture.
+            assert self._original_send_task is not None  # noqa: S101 -- set on enter
+            if options.get("producer") is None and options.get("connection") is None:
+                options["producer"] = self._producer
+            self._pending_due = due
+            try:
+                return self._original_send_task(
+                    name, args, kwargs, eta=when, task_id=task_id, **options
+                )
+            finally:
+                self._pending_due = None
+        # The rest of Celery.send_task: tell the result backend, queue, return the result.
+        ignore_result = built.ignore_result
+        if not ignore_result:
+            app.backend.on_task_call(producer, built.task_id)
+        self._queue_message(
+            name, built.headers, built.properties, built.body, built.options, due=due
+        )
+        result = (built.result_cls or app.AsyncResult)(built.task_id)
+        result.ignored = ignore_result
+        if built.parent:
+            built.parent.add_trail(result)
+        return result
 
     def _capture(self, producer: Any, name: str, message: Any, **options: Any) -> None:
-        headers = dict(message.headers)
+        due = self._pending_due
+        self._queue_message(
+            name,
+            dict(message.headers),
+            dict(message.properties),
+            message.body,
+            options,
+            due=self.clock.time() if due is None else due,
+        )
+
+    def _queue_message(
+        self,
+        name: str,
+        headers: dict[str, Any],
+        properties: dict[str, Any],
+        raw_body: Any,
+        options: dict[str, Any],
+        *,
+        due: float,
+    ) -> None:
+        """Queue a built message as the worker receives it, and record its publish."""
         # Celery's sender merges custom headers (a retry's) into the message's own,
         # where the worker's request finds them.
-        headers.update(options.get("headers") or {})
-        properties = dict(message.properties)
-        if options.get("priority") is not None:
-            properties["priority"] = options["priority"]
-        serializer = options.get("serializer") or self.app.conf.task_serializer
-        body = _plain_body(message.body, serializer)
+        custom = options.get("headers")
+        if custom:
+            headers.update(custom)
+        priority = options.get("priority")
+        if priority is not None:
+            properties["priority"] = priority
+        serializer = options.get("serializer")
+        if not serializer:
+            publisher = self._publisher
+            serializer = (
+                self.app.conf.task_serializer
+                if publisher is None
+                else publisher.serializer(options)
+            )
+        body = _plain_body(raw_body, serializer)
         if body is None:
-            content_type, encoding, data = _dumps(message.body, serializer=serializer)
+            content_type, encoding, data = _dumps(raw_body, serializer=serializer)
             body = tuple(_loads(data, content_type, encoding, accept=None))
         queue = options.get("queue")
         routing_key = options.get("routing_key") or getattr(queue, "routing_key", None)
         exchange = options.get("exchange") or getattr(getattr(queue, "exchange", None), "name", "")
-        due = self._pending_due
-        if due is None:
-            due = self.clock.time()
         task_id = str(headers["id"])
         attempt = int(headers.get("retries") or 0) + 1
         current = self._current

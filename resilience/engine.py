@@ -217,7 +217,8 @@ class RetryEngine:
                 value=retry_count,
             )
         t = self._clock.time() if now is None else now
-        prio = Priority(priority)
+        # A member needs no conversion (the enum call costs more than the check).
+        prio = priority if type(priority) is Priority else Priority(priority)
         ctx: dict[str, object] = dict(context or {})
         ctx.setdefault("task_name", task_name)
         ctx.setdefault("retry_count", retry_count)
@@ -405,7 +406,7 @@ class RetryEngine:
 
 
 def _joined(notes: list[str]) -> str:
-    return "".join(f"; {n}" for n in notes)
+    return "".join(f"; {n}" for n in notes) if notes else ""
 
 
 def _zone(value: str | tzinfo) -> tzinfo:
