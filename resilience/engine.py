@@ -75,6 +75,10 @@ class RetryDecision:
     breaker_state: CircuitState | None = None
 
 
+_SPREAD = 0.5  # a shared wait is spread over the following half of it ...
+_MAX_SPREAD = 300.0  # ... but over 5 minutes at most
+
+
 class RetryEngine:
     """Decides retries from taxonomy, policy, history, load, budget, breakers and the clock.
 
@@ -170,6 +174,24 @@ class RetryEngine:
     def policy_for(self, failure_type: FailureType) -> RetryPolicy:
         """The configured (not adapted) policy for ``failure_type``."""
         return self._policies.get(failure_type) or default_policy(failure_type)
+
+    def spread(self, seconds: float) -> float:
+        """A wait of at least ``seconds``, jittered over the following half of it.
+
+        For waits that many tasks share: every task an open breaker holds back
+        waits for the same probe time, and without a spread they would all come
+        back in the same instant (at most 5 minutes are added).
+
+        Args:
+            seconds: the shortest wait (the time until the probe, a lease's end).
+
+        Returns:
+            A wait in ``[seconds, seconds + min(seconds / 2, 300)]``, drawn from the
+            engine's (seedable) generator.
+        """
+        if seconds <= 0:
+            return seconds
+        return seconds + self._rng.uniform(0.0, min(seconds * _SPREAD, _MAX_SPREAD))
 
     def breaker(self, dependency: str, *, policy: RetryPolicy | None = None) -> CircuitBreaker:
         """The breaker guarding ``dependency``, created on first use."""

@@ -255,7 +255,9 @@ def _defer(
     """
     if request.called_directly or request.is_eager:
         raise reason
-    countdown = max(wait, plan.runtime.settings.min_deferral)
+    # Spread: every task held back by the same breaker or lease waits for the same
+    # instant, and would otherwise come back together.
+    countdown = plan.engine.spread(max(wait, plan.runtime.settings.min_deferral))
     headers = dict(request.headers or {})
     try:
         task.retry(exc=reason, countdown=countdown, max_retries=None, headers=headers)
@@ -348,7 +350,7 @@ def fail(
             if probe_in is None:
                 probe_in = plan.runtime.settings.forced_open_delay
             if probe_in > delay:
-                delay = probe_in
+                delay = plan.engine.spread(probe_in)
                 why += f"; waits for breaker {breaker.name!r} to probe in {probe_in:g}s"
         headers[FAILURES_HEADER] = failures + 1
         headers[FAILURE_TYPE_HEADER] = failure_type.value

@@ -345,3 +345,15 @@ def test_with_policies_overrides_types_and_shares_the_rest() -> None:
     assert child.breaker("db") is parent.breaker("db")
     child.record_outcome("t", success=True, retry_count=1, failure_type=DB)
     assert parent.statistics("t").by_type[DB].successes == 1
+
+
+def test_spread_jitters_a_shared_wait_over_the_following_half_and_is_seeded() -> None:
+    """spread() never shortens a wait, adds at most half of it (5 min cap), repeats by seed."""
+    engine = RetryEngine(rng=random.Random(3))
+    waits = [engine.spread(60.0) for _ in range(200)]
+    assert all(60.0 <= wait <= 90.0 for wait in waits)
+    assert len({round(wait) for wait in waits}) > 20, "spread over many seconds, not one"
+    assert max(RetryEngine(rng=random.Random(4)).spread(3600.0) for _ in range(50)) <= 3900.0
+    assert engine.spread(0.0) == 0.0
+    again = RetryEngine(rng=random.Random(3))
+    assert [again.spread(60.0) for _ in range(200)] == waits
