@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hmac
 import json
+import re
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +27,17 @@ from starlette.routing import Route
 from resilience import _operations
 from resilience.dashboard._auth import LOGIN_NONCE_COOKIE, SESSION_COOKIE, Credentials
 from resilience.dashboard._charts import lines
-from resilience.dashboard._context import NO_REPLAY, BreakerNotFound, Context, is_open, snapshot
+from resilience.dashboard._context import (
+    NO_REPLAY,
+    BreakerNotFound,
+    Context,
+    adaptations,
+    engine_of,
+    is_open,
+    snapshot,
+)
 from resilience.errors import ConfigurationError, DeadLetterConflict, StorageUnavailable
-from resilience.policy import default_policy
+from resilience.policy import RetryPolicy, default_policy
 from resilience.storage.records import DeadLetterStatus
 from resilience.taxonomy import AlertLevel, FailureType
 
@@ -51,6 +60,7 @@ _ENV = Environment(
     lstrip_blocks=True,
 )
 _FILTERS = ("status", "task", "type", "since", "until", "text")
+_NONCE_SHAPE = re.compile(r"[A-Za-z0-9_-]{22,64}")  # what token_urlsafe(16) makes, with room
 
 
 def _iso(seconds: float | None) -> str:
@@ -143,8 +153,14 @@ def _redirect(request: Request, path: str, **query: str) -> RedirectResponse:
 
 
 async def login_form(request: Request) -> Response:
-    """``GET /login``: the token form (with a double-submit nonce against login CSRF)."""
-    nonce = secrets.token_urlsafe(16)
+    """``GET /login``: the token form (with a double-submit nonce against login CSRF).
+
+    A nonce the browser already holds is kept: browsers fetch ``/favicon.ico`` (and
+    people open a second tab) after the form loaded, and each unauthenticated
+    request lands here; a fresh nonce each time would expire the form already shown.
+    """
+    held = request.cookies.get(LOGIN_NONCE_COOKIE, "")
+    nonce = held if _NONCE_SHAPE.fullmatch(held) else secrets.token_urlsafe(16)
     response = render(request, "login.html", nonce=nonce, error=None)
     _set_cookie(request, response, LOGIN_NONCE_COOKIE, nonce, max_age=3600)
     return response
@@ -463,26 +479,58 @@ async def taxonomy(request: Request) -> Response:
     return render(request, "taxonomy.html", **await run_in_threadpool(read))
 
 
+def _delay_chart(kind: FailureType, policy: RetryPolicy) -> Markup | None:
+    retries = list(range(1, policy.max_retries + 1))
+    if not retries:
+        return None
+    envelope = [policy.envelope(n) for n in retries]
+    return lines(
+        {"shortest": [lo for lo, _ in envelope], "longest": [hi for _, hi in envelope]},
+        x_labels=[f"#{n}" for n in retries],
+        title=f"delay before each retry of {kind.value}",
+        y_unit="s",
+    )
+
+
 @_page
 async def policies(request: Request) -> Response:
-    """``GET /policies/``: the default policy per failure type, with its delay curve."""
-    rows = []
-    for kind in FailureType:
-        policy = default_policy(kind)
-        retries = list(range(1, policy.max_retries + 1))
-        envelope = [policy.envelope(n) for n in retries]
-        chart = (
-            lines(
-                {"shortest": [lo for lo, _ in envelope], "longest": [hi for _, hi in envelope]},
-                x_labels=[f"#{n}" for n in retries],
-                title=f"delay before each retry of {kind.value}",
-                y_unit="s",
+    """``GET /policies/``: effective policy per type, adaptations per task, budget use."""
+    context = _context(request)
+    engine = engine_of(context)
+
+    def read() -> dict[str, Any]:
+        now = context.clock.time()
+        rows = []
+        for kind in FailureType:
+            policy = engine.policy_for(kind) if engine is not None else default_policy(kind)
+            rows.append(
+                {
+                    "type": kind,
+                    "policy": policy,
+                    "configured": policy != default_policy(kind),
+                    "chart": _delay_chart(kind, policy),
+                }
             )
-            if retries
-            else None
+        tasks = adaptations(context, engine)
+        budget = None if engine is None else engine.budget
+        budget_rows = (
+            []
+            if budget is None
+            else [
+                {"task": task, "state": budget.state(task, now=now)}
+                for task in sorted({a.task for a in tasks})
+            ]
         )
-        rows.append({"type": kind, "policy": policy, "chart": chart})
-    return render(request, "policies.html", rows=rows)
+        return {
+            "rows": rows,
+            "tasks": tasks,
+            "from_engine": engine is not None,
+            "budget": budget,
+            "budget_rows": budget_rows,
+            "history_hours": (24 * 3600.0 if engine is None else engine.history.window) / 3600,
+        }
+
+    return render(request, "policies.html", **await run_in_threadpool(read))
 
 
 @_page
