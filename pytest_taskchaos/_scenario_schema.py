@@ -50,6 +50,7 @@ __all__ = [
     "Keys",
     "Operator",
     "Problem",
+    "RealSettings",
     "RetryBudgetSettings",
     "Scenario",
     "TaskCall",
@@ -595,6 +596,21 @@ class RetryBudgetSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RealSettings:
+    """How a scenario runs in real mode (``taskchaos run --mode real``).
+
+    Attributes:
+        time_scale: virtual seconds per real second, > 0: with 60, the scenario's
+            10 virtual minutes take 10 real seconds on the real worker.
+    """
+
+    time_scale: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "time_scale", _positive(self.time_scale, "time_scale"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerExpectation:
     """What must hold for one circuit breaker.
 
@@ -679,6 +695,7 @@ class Scenario:
         faults: the injections, in file order.
         policies: retry policy overrides by failure type.
         retry_budget: the retry budget of the run (``None``: no budget).
+        real: how it runs in real mode (``None``: only with ``--time-scale``).
         expect: what must hold at the end.
         source: the file it came from.
         line: the line where it starts.
@@ -694,6 +711,7 @@ class Scenario:
     faults: tuple[Injection, ...] = ()
     policies: Mapping[FailureType, RetryPolicy] = field(default_factory=lambda: _NO_POLICIES)
     retry_budget: RetryBudgetSettings | None = None
+    real: RealSettings | None = None
     expect: Expectations = field(default_factory=Expectations)
     source: str = "<string>"
     line: int = 1

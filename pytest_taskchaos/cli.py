@@ -2,7 +2,8 @@
 
 ::
 
-    taskchaos run [PATHS...] [--seed N] [--json PATH] [--junit PATH]
+    taskchaos run [PATHS...] [--seed N] [--json PATH] [--junit PATH] [--html PATH]
+                  [--mode {sim,real}] [--broker URL] [--time-scale F]
     taskchaos validate PATHS...
     taskchaos list-faults
     taskchaos explain SCENARIO_FILE [--name NAME] [--seed N]
@@ -18,6 +19,7 @@ failed, 2 for invalid input (a scenario file's mistakes are printed as
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -27,8 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from pytest_taskchaos._html import render_html
 from pytest_taskchaos.faults import CATALOG
-from pytest_taskchaos.runner import ScenarioResult, run_scenario
+from pytest_taskchaos.runner import ExpectationResult, ScenarioResult, run_scenario
 from pytest_taskchaos.scenario import ScenarioError, load_scenarios, validate
 from resilience.errors import ConfigurationError
 
@@ -56,6 +59,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", metavar="PATH", help="write the results as JSON")
     run.add_argument("--junit", metavar="PATH", help="write the results as JUnit XML")
+    run.add_argument(
+        "--html", metavar="PATH", help="write a self-contained HTML report (charts, DLQ, timeline)"
+    )
+    run.add_argument(
+        "--mode",
+        choices=("sim", "real"),
+        default="sim",
+        help="sim: virtual time in-process (default); real: a real Celery worker and Redis",
+    )
+    run.add_argument("--broker", metavar="URL", help="real mode: the Redis URL (redis://...)")
+    run.add_argument(
+        "--time-scale",
+        type=float,
+        metavar="F",
+        help="real mode: virtual seconds per real second (default: each file's real.time_scale)",
+    )
     check = commands.add_parser("validate", help="check scenario files without running them")
     check.add_argument("paths", nargs="+", metavar="PATH")
     commands.add_parser("list-faults", help="the fault catalog")
@@ -177,6 +196,38 @@ def _progress(name: str, err: TextIO) -> Any:
     return show
 
 
+def _run_real(
+    scenario: Scenario, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> ScenarioResult:
+    """Run on a real worker, then check it against the simulation (a difference fails it)."""
+    from pytest_taskchaos._real import compare, run_real  # noqa: PLC0415 -- real mode only
+
+    if not args.broker:
+        message = "--mode real needs --broker redis://HOST:PORT/DB (the real worker's broker)"
+        raise ConfigurationError(message, key="broker", value=None)
+    real = run_real(
+        scenario,
+        url=args.broker,
+        seed=args.seed,
+        time_scale=args.time_scale,
+        on_progress=_progress(scenario.name, err),
+    )
+    differences = compare(run_scenario(scenario, seed=real.seed), real)
+    scale = real.measures["time_scale"]
+    if not differences:
+        print(f"{scenario.name}: real (x{scale:g}) agrees with the simulation", file=out)
+        return real
+    for line in differences:
+        print(f"{scenario.name}: real (x{scale:g}) differs from the simulation: {line}", file=out)
+    agreement = ExpectationResult(
+        name="agrees_with_simulation",
+        expected="the simulation's verdict and timing-independent counts",
+        measured="; ".join(differences),
+        passed=False,
+    )
+    return dataclasses.replace(real, passed=False, expectations=(*real.expectations, agreement))
+
+
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     paths = args.paths or [_DEFAULT_PATH]
     scenarios = _load(paths, err)
@@ -187,9 +238,12 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for scenario in scenarios:
         began = time.perf_counter()
         try:
-            result = run_scenario(
-                scenario, seed=args.seed, on_progress=_progress(scenario.name, err)
-            )
+            if args.mode == "real":
+                result = _run_real(scenario, args, out, err)
+            else:
+                result = run_scenario(
+                    scenario, seed=args.seed, on_progress=_progress(scenario.name, err)
+                )
         except ConfigurationError as exc:
             print(f"{scenario.location}: {exc}", file=err)
             return _INVALID
@@ -211,6 +265,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if args.junit:
         _junit(results, args.junit, seconds)
+    if args.html:
+        Path(args.html).write_text(render_html(results), encoding="utf-8")
     return _FAILED if failed else _OK
 
 

@@ -32,6 +32,7 @@ from pytest_taskchaos._scenario_schema import (
     KeyPattern,
     Keys,
     Operator,
+    RealSettings,
     RetryBudgetSettings,
     Scenario,
     TaskCall,
@@ -63,6 +64,7 @@ __all__ = [
     "KeyPattern",
     "Keys",
     "Operator",
+    "RealSettings",
     "RetryBudgetSettings",
     "Scenario",
     "ScenarioError",
@@ -502,6 +504,19 @@ def _retry_budget(ctx: _Checker, value: object, path: _Path) -> RetryBudgetSetti
     return ctx.attempt(path, lambda: RetryBudgetSettings(**data))
 
 
+def _real(ctx: _Checker, value: object, path: _Path) -> RealSettings | None:
+    data = ctx.mapping(
+        value,
+        path,
+        what="real-mode settings (a mapping with time_scale)",
+        keys=("time_scale",),
+        required=("time_scale",),
+    )
+    if data is None or "time_scale" not in data:
+        return None
+    return ctx.attempt(path, lambda: RealSettings(**data))
+
+
 def _checked(check: Callable[[object], object]) -> Callable[[_Checker, object, _Path], object]:
     def section(ctx: _Checker, value: object, path: _Path) -> object:
         return ctx.attempt(path, lambda: check(value))
@@ -520,6 +535,7 @@ _SECTIONS: Final[dict[str, Callable[[_Checker, object, _Path], object]]] = {
     "faults": _faults,
     "policies": _policies,
     "retry_budget": _retry_budget,
+    "real": _real,
     "expect": _expect,
 }
 

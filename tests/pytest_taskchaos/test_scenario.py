@@ -374,7 +374,7 @@ def test_values_validate_themselves(make: object, key: str, message: str) -> Non
             BASE + "expectations: {}\n",
             "scenarios/x.yaml:8:1: expectations: unknown key 'expectations'; did you mean "
             "'expect'? (valid keys: name, description, tags, seed, app, tasks, workload, faults, "
-            "policies, retry_budget, expect)",
+            "policies, retry_budget, real, expect)",
             id="unknown-top-level-key",
         ),
         pytest.param(
@@ -706,7 +706,7 @@ def test_alias_cycles_and_alias_bombs_are_rejected() -> None:
         "scenarios/x.yaml:3:8: tasks[0]: an alias refers to a value that contains it (a cycle)",
         (
             "scenarios/x.yaml:4:1: x: unknown key 'x' (valid keys: name, description, tags, seed, "
-            "app, tasks, workload, faults, policies, retry_budget, expect)"
+            "app, tasks, workload, faults, policies, retry_budget, real, expect)"
         ),
     ]
     bomb = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
