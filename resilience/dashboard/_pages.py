@@ -1,8 +1,9 @@
 """The server-rendered pages: overview, dead letters, breakers, taxonomy, policies, trends.
 
 Jinja2 with autoescape on renders every page; forms that change something carry
-the session's CSRF token, checked before anything is read from the form. Bulk
-actions and breaker resets ask for confirmation on a page of their own.
+the session's CSRF token, checked before anything is read from the form. Every
+action (retry, abandon, resolve, bulk actions, breaker resets) asks for
+confirmation on a page of its own before it changes anything.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from resilience.dashboard._context import (
 )
 from resilience.errors import ConfigurationError, DeadLetterConflict, StorageUnavailable
 from resilience.policy import RetryPolicy, default_policy
-from resilience.storage.records import DeadLetterStatus
+from resilience.storage.records import DeadLetterRecord, DeadLetterStatus
 from resilience.taxonomy import AlertLevel, FailureType
 
 if TYPE_CHECKING:
@@ -318,23 +319,62 @@ async def dlq_detail(request: Request) -> Response:
     )
 
 
+_ACTIONS = ("retry", "abandon", "resolve")
+_ALLOWED = {
+    "retry": frozenset({DeadLetterStatus.PENDING}),
+    "abandon": frozenset({DeadLetterStatus.PENDING, DeadLetterStatus.RETRYING}),
+    "resolve": frozenset({DeadLetterStatus.PENDING, DeadLetterStatus.RETRYING}),
+}
+
+
+def _check_action(record: DeadLetterRecord | None, record_id: str, action: str) -> DeadLetterRecord:
+    """The record, if ``action`` applies to it now; else the page error saying why."""
+    if record is None:
+        raise PageError(404, f"no dead letter with id {record_id!r}")
+    allowed = _ALLOWED[action]
+    if record.status not in allowed:
+        expected = " or ".join(sorted(s.value for s in allowed))
+        raise PageError(
+            409,
+            f"dead letter {record_id!r} is {record.status.value}; "
+            f"cannot {action} it (expects {expected})",
+        )
+    return record
+
+
 @_page
 async def dlq_action(request: Request) -> Response:
-    """``POST /dlq/{id}/{retry|abandon|resolve}/``."""
+    """``POST /dlq/{id}/{retry|abandon|resolve}/``: confirm, then act.
+
+    The detail page's forms post here without ``confirmed``: the answer is a
+    confirmation page (task, failure type, what will happen) and nothing changes.
+    Its form posts again with ``confirmed=yes``; both posts need the CSRF token.
+    """
     context = _context(request)
     record_id: str = request.path_params["record_id"]
     action: str = request.path_params["action"]
-    if action not in ("retry", "abandon", "resolve"):
+    if action not in _ACTIONS:
         raise PageError(404, f"unknown action {action!r}: retry, abandon or resolve")
     form = await _form(request)
     note = str(form.get("note") or "").strip() or None
+    if action == "abandon" and note is None:
+        raise PageError(400, "abandon: a reason is required")
+    if action == "retry" and context.dlq.replay is None:
+        raise PageError(409, NO_REPLAY)
+    record = _check_action(await run_in_threadpool(context.dlq.get, record_id), record_id, action)
+    if form.get("confirmed") != "yes":
+        return render(
+            request,
+            "confirm_action.html",
+            action=action,
+            record=record,
+            note=note,
+            profile=record.failure_type.profile,
+            unreplayable=[f for f in record.flags if f in ("redacted", "truncated", "non_json")],
+        )
 
     def act() -> None:
-        if context.dlq.get(record_id) is None:
-            raise PageError(404, f"no dead letter with id {record_id!r}")
         if action == "retry":
-            if context.dlq.replay is None:
-                raise PageError(409, NO_REPLAY)
             try:
                 context.dlq.retry(record_id, actor=PAGE_ACTOR, note=note)
             except (DeadLetterConflict, ConfigurationError):
@@ -342,8 +382,7 @@ async def dlq_action(request: Request) -> Response:
             except Exception as exc:  # noqa: BLE001 - any broker error: back to PENDING
                 raise PageError(502, f"re-enqueuing failed: {exc} (back to PENDING)") from None
         elif action == "abandon":
-            if note is None:
-                raise PageError(400, "abandon: a reason is required")
+            assert note is not None  # noqa: S101 - checked above, before the review
             context.dlq.abandon(record_id, actor=PAGE_ACTOR, reason=note)
         else:
             context.dlq.resolve(record_id, actor=PAGE_ACTOR, note=note)

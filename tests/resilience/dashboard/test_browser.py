@@ -202,7 +202,18 @@ def test_operator_filters_the_queue_and_retries_a_record(
     expect(page.locator("#status")).to_have_text("PENDING")
     page.screenshot(path=tmp_path / "detail_before.png")
 
-    page.get_by_role("button", name="Retry").click()
+    page.get_by_role("button", name="Retry…").click()
+    page.wait_for_url(f"**/dlq/{net2.id}/retry/")
+    heading = page.get_by_role("heading", name=f"Confirm retry of dead letter {net2.id}")
+    expect(heading).to_be_visible()
+    expect(page.locator("#summary")).to_contain_text("send_email")
+    expect(page.locator("#summary")).to_contain_text("TRANSIENT_NETWORK")
+    expect(page.locator("#effect")).to_contain_text("from PENDING to RETRYING")
+    page.screenshot(path=tmp_path / "confirm_retry.png")
+    assert populated.get(net2.id).status is DeadLetterStatus.PENDING
+    assert _queued(celery_app, "dashboard-browser") == []
+
+    page.get_by_role("button", name="Yes, retry").click()
     expect(page.get_by_role("status")).to_have_text("Done: retry")
     expect(page.locator("#status")).to_have_text("RETRYING")
     expect(page.locator("#history")).to_contain_text("dashboard")
@@ -215,7 +226,8 @@ def test_operator_filters_the_queue_and_retries_a_record(
     expect(page.locator(f'tr[data-id="{net1.id}"] .status')).to_have_text("PENDING")
     page.screenshot(path=tmp_path / "dlq_after.png")
 
-    for name in ("login", "overview", "dlq_filtered", "detail_before", "detail_after", "dlq_after"):
+    shots = ("login", "overview", "dlq_filtered", "detail_before", "confirm_retry", "detail_after")
+    for name in (*shots, "dlq_after"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000, name
     assert time.monotonic() - started < 20
 
@@ -259,3 +271,21 @@ def test_a_script_in_a_message_renders_as_text(
     assert page.locator("main script").count() == 0
     page.screenshot(path=tmp_path / "xss_detail.png")
     # The page fixture asserts no dialog (alert(1)) was ever shown.
+
+
+def test_cancelling_a_confirmation_changes_nothing(
+    page: Page, populated: Populated, tmp_path: Path
+) -> None:
+    """Abandon with a reason, then Cancel on the confirmation page: back to detail, PENDING."""
+    from playwright.sync_api import expect
+
+    _log_in(page, tmp_path)
+    oom = populated.records["oom"]
+    page.goto(f"/dlq/{oom.id}/")
+    page.get_by_label("Reason").fill("host retired")
+    page.get_by_role("button", name="Abandon…").click()
+    expect(page.locator("#effect")).to_contain_text("ABANDONED with the reason “host retired”")
+    page.get_by_role("link", name="Cancel").click()
+    page.wait_for_url(f"**/dlq/{oom.id}/")
+    expect(page.locator("#status")).to_have_text("PENDING")
+    assert populated.get(oom.id).status is DeadLetterStatus.PENDING

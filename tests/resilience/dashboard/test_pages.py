@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from starlette.applications import Starlette
-from starlette.routing import Mount
-from starlette.testclient import TestClient
+from typing import Any
 
 from resilience import DeadLetterStatus, FailureType, default_policy
-from resilience.dashboard import create_app
 
-from .conftest import OPERATOR, Populated, csrf_of, login
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from .conftest import OPERATOR, XSS, Populated, csrf_of, login
 
 
 def test_overview_shows_depth_alerts_and_open_breakers(app_factory: Any) -> None:
@@ -70,23 +62,109 @@ def test_detail_shows_redactions_traceback_evidence_and_history(
 
 
 def test_retry_abandon_resolve_forms(app_factory: Any, populated: Populated) -> None:
-    """The detail page's forms retry, abandon (reason required) and resolve records."""
+    """Confirmed, the detail page's actions retry, abandon (reason required) and resolve."""
     client = login(app_factory(), OPERATOR)
     net1, xss, oom = (populated.records[k] for k in ("net1", "xss", "oom"))
     csrf = csrf_of(client.get(f"/dlq/{net1.id}/").text)
-    done = client.post(f"/dlq/{net1.id}/retry/", data={"csrf": csrf, "note": "go"})
+    yes = {"csrf": csrf, "confirmed": "yes"}
+    done = client.post(f"/dlq/{net1.id}/retry/", data={**yes, "note": "go"})
     assert done.status_code == 200
     assert "Done: retry" in done.text
     assert 'id="status">RETRYING' in done.text
     assert populated.replayed == [net1.id]
-    assert client.post(f"/dlq/{xss.id}/abandon/", data={"csrf": csrf}).status_code == 400
-    client.post(f"/dlq/{xss.id}/abandon/", data={"csrf": csrf, "note": "bad data"})
+    assert "go" in [h.note for h in populated.get(net1.id).history]
+    no_reason = client.post(f"/dlq/{xss.id}/abandon/", data=yes)
+    assert no_reason.status_code == 400
+    assert "abandon: a reason is required" in no_reason.text
+    client.post(f"/dlq/{xss.id}/abandon/", data={**yes, "note": "bad data"})
     assert populated.get(xss.id).status is DeadLetterStatus.ABANDONED
-    client.post(f"/dlq/{oom.id}/resolve/", data={"csrf": csrf})
+    assert populated.get(xss.id).history[-1].note == "bad data"
+    client.post(f"/dlq/{oom.id}/resolve/", data=yes)
     assert populated.get(oom.id).status is DeadLetterStatus.RESOLVED
-    conflict = client.post(f"/dlq/{oom.id}/resolve/", data={"csrf": csrf})
+    conflict = client.post(f"/dlq/{oom.id}/resolve/", data=yes)
     assert conflict.status_code == 409
+    assert "is RESOLVED; cannot resolve it (expects PENDING or RETRYING)" in conflict.text
     assert client.get("/dlq/nope/").status_code == 404
+    assert client.post("/dlq/nope/resolve/", data=yes).status_code == 404
+
+
+def test_detail_actions_ask_for_confirmation_first(app_factory: Any, populated: Populated) -> None:
+    """Retry, abandon and resolve first show what they will do; nothing changes until confirmed."""
+    client = login(app_factory(), OPERATOR)
+    net2 = populated.records["net2"]
+    detail = client.get(f"/dlq/{net2.id}/").text
+    assert "Each asks for confirmation first." in detail
+    csrf = csrf_of(detail)
+    review = client.post(f"/dlq/{net2.id}/retry/", data={"csrf": csrf, "note": "after fix"})
+    assert review.status_code == 200
+    html = review.text
+    assert f"Confirm retry of dead letter <code>{net2.id}</code>" in html
+    assert "<tr><th>Task</th><td>send_email (task id" in html
+    assert "<tr><th>Failure type</th><td>TRANSIENT_NETWORK</td></tr>" in html
+    assert "re-enqueue <b>send_email</b> with its stored arguments" in html
+    assert "from PENDING to RETRYING" in html
+    assert "Note for the history: “after fix”" in html
+    assert f'<a href="/dlq/{net2.id}/">Cancel</a>' in html
+    assert f'action="/dlq/{net2.id}/retry/"' in html
+    assert '<input type="hidden" name="confirmed" value="yes">' in html
+    assert '<input type="hidden" name="note" value="after fix">' in html
+    assert "refuses to send them" not in html
+    assert populated.replayed == []
+    assert populated.get(net2.id).status is DeadLetterStatus.PENDING
+    assert [h.action for h in populated.get(net2.id).history] == ["add"]
+
+    abandon = client.post(f"/dlq/{net2.id}/abandon/", data={"csrf": csrf, "note": "customer gone"})
+    assert "Confirm abandon" in abandon.text
+    assert "mark the record ABANDONED with the reason “customer gone”" in abandon.text
+    resolve = client.post(f"/dlq/{net2.id}/resolve/", data={"csrf": csrf})
+    assert "Confirm resolve" in resolve.text
+    assert "mark the record RESOLVED" in resolve.text
+    assert populated.get(net2.id).status is DeadLetterStatus.PENDING
+
+    confirmed = client.post(
+        f"/dlq/{net2.id}/retry/", data={"csrf": csrf_of(html), "confirmed": "yes", "note": "x"}
+    )
+    assert 'id="status">RETRYING' in confirmed.text
+    assert populated.replayed == [net2.id]
+
+
+def test_confirmation_refuses_what_cannot_be_done(app_factory: Any, populated: Populated) -> None:
+    """The review step already refuses (409/400) what the record or the app does not allow."""
+    client = login(app_factory(), OPERATOR)
+    net1, oom = populated.records["net1"], populated.records["oom"]
+    csrf = csrf_of(client.get("/dlq/").text)
+    client.post(f"/dlq/{oom.id}/resolve/", data={"csrf": csrf, "confirmed": "yes"})
+    review = client.post(f"/dlq/{oom.id}/abandon/", data={"csrf": csrf, "note": "late"})
+    assert review.status_code == 409
+    assert f"dead letter &#39;{oom.id}&#39; is RESOLVED; cannot abandon it" in review.text
+    assert "Confirm" not in review.text
+    no_reason = client.post(f"/dlq/{net1.id}/abandon/", data={"csrf": csrf, "note": "  "})
+    assert no_reason.status_code == 400
+    assert "abandon: a reason is required" in no_reason.text
+    # net1's kwargs hold a redacted password: the review warns that a replay refuses it.
+    warned = client.post(f"/dlq/{net1.id}/retry/", data={"csrf": csrf})
+    assert "Its stored arguments are redacted: a replay" in warned.text
+    without_replay = login(app_factory(with_replay=False), OPERATOR)
+    csrf = csrf_of(without_replay.get("/dlq/").text)
+    refused = without_replay.post(f"/dlq/{net1.id}/retry/", data={"csrf": csrf})
+    assert refused.status_code == 409
+    assert "retrying needs a replay" in refused.text
+    assert "nothing was changed" in refused.text
+    assert populated.get(net1.id).status is DeadLetterStatus.PENDING
+
+
+def test_confirmation_page_escapes_the_note_and_message(
+    app_factory: Any, populated: Populated
+) -> None:
+    """A reason or a record message holding <script> shows as text on the confirmation page."""
+    client = login(app_factory(), OPERATOR)
+    xss = populated.records["xss"]
+    csrf = csrf_of(client.get("/dlq/").text)
+    review = client.post(f"/dlq/{xss.id}/abandon/", data={"csrf": csrf, "note": XSS})
+    assert review.status_code == 200
+    assert XSS not in review.text
+    assert "bad amount &lt;script&gt;alert(1)&lt;/script&gt;" in review.text
+    assert 'name="note" value="&lt;script&gt;alert(1)&lt;/script&gt;"' in review.text
 
 
 def test_bulk_actions_ask_for_confirmation(app_factory: Any, populated: Populated) -> None:
@@ -145,21 +223,3 @@ def test_taxonomy_policies_and_trends_pages(app_factory: Any) -> None:
     assert trends.text.count("<svg") == 2
     assert "<title>TRANSIENT_NETWORK</title>" in trends.text
     assert client.get("/trends/?hours=0").status_code == 400
-
-
-def test_mounted_under_a_prefix(populated: Populated, tmp_path: Path) -> None:
-    """Mounted at /ops, links, redirects and cookies use the prefix."""
-    dashboard = create_app(populated.store, token=OPERATOR, clock=populated.clock)
-    client = TestClient(Starlette(routes=[Mount("/ops", app=dashboard)]))
-    assert client.get("/ops/", follow_redirects=False).headers["location"] == "/ops/login"
-    form = client.get("/ops/login").text
-    assert 'action="/ops/login"' in form
-    nonce = form.split('name="nonce" value="')[1].split('"')[0]
-    answer = client.post(
-        "/ops/login", data={"token": OPERATOR, "nonce": nonce}, follow_redirects=False
-    )
-    assert answer.headers["location"] == "/ops/"
-    assert "Path=/ops" in answer.headers["set-cookie"]
-    assert 'href="/ops/dlq/"' in client.get("/ops/").text
-    api = client.get("/ops/api/dlq/", headers={"Authorization": f"Bearer {OPERATOR}"})
-    assert len(api.json()["records"]) == 4

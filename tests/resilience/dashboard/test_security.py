@@ -146,10 +146,13 @@ def test_page_posts_need_the_csrf_token(app_factory: Any, populated: Populated) 
     """Every state-changing form post without the session's CSRF token is a 403."""
     client = login(app_factory(), OPERATOR)
     record = populated.records["net1"]
+    # Single-record actions: both the review post and the confirming post.
     posts = [
-        (f"/dlq/{record.id}/resolve/", {}),
-        (f"/dlq/{record.id}/abandon/", {"note": "x"}),
-        (f"/dlq/{record.id}/retry/", {}),
+        (f"/dlq/{record.id}/{action}/", {"note": "x", **confirmed})
+        for action in ("resolve", "abandon", "retry")
+        for confirmed in ({}, {"confirmed": "yes"})
+    ]
+    posts += [
         ("/dlq/bulk/", {"action": "retry", "scope": "filter", "confirmed": "yes"}),
         ("/breakers/payments/reset/", {}),
         ("/logout", {}),
