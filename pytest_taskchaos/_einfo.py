@@ -5,7 +5,10 @@ Celery's tracer wraps every failed or retried attempt in billiard's
 objects and renders the traceback with source lines and caret anchors: about a
 millisecond per failure, for pickling that a simulation (one process, nothing
 crosses a pipe) never does. This one keeps the real traceback object and renders
-file, line and function per frame, without source lines.
+file, line and function per frame, without source lines. The text is made at
+once: Celery's tracer reads it for every retry and failure (the backend call takes
+it as an argument, ``traceback_clear(einfo.exception)`` reads the wrapper), so a
+lazy one would never be skipped.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ __all__ = ["LightExceptionInfo", "render"]
 def render(exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> str:
     """A traceback's text: one line per frame (file, line, function), then the exception."""
     lines = ["Traceback (most recent call last):\n"]
-    lines.extend(
-        f'  File "{frame.f_code.co_filename}", line {lineno}, in {frame.f_code.co_name}\n'
-        for frame, lineno in traceback.walk_tb(tb)
-    )
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
+        tb = tb.tb_next
     lines.extend(_exception_only(exc_type, exc))
     return "".join(lines)
 

@@ -33,15 +33,23 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from functools import wraps
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 from celery._state import get_current_worker_task  # type: ignore[import-untyped]
+from celery.app.task import Task  # type: ignore[import-untyped]
+from celery.canvas import Signature  # type: ignore[import-untyped]
+from celery.exceptions import Reject, Retry  # type: ignore[import-untyped]
 from celery.utils.collections import lpmerge  # type: ignore[import-untyped]
 from celery.utils.nodenames import anon_nodename  # type: ignore[import-untyped]
 from celery.utils.quorum_queues import detect_quorum_queues  # type: ignore[import-untyped]
 from celery.utils.saferepr import saferepr as celery_saferepr  # type: ignore[import-untyped]
+from celery.utils.serialization import raise_with_context  # type: ignore[import-untyped]
 
-__all__ = ["DirectPublisher", "Publish", "saferepr"]
+__all__ = ["DirectPublisher", "Publish", "fast_retry", "saferepr"]
 
 _MISSING: Final = object()
 
@@ -414,3 +422,132 @@ class DirectPublisher:
             connection = self.app.producer_pool.connections.connection
             self._driver_type = str(connection.transport.driver_type)
         return bool(detect_quorum_queues(self.app, self._driver_type)[0])
+
+
+_CELERY_APPLY: Final = Task.apply_async
+_SIGNATURE_APPLY: Final = Signature.apply_async
+
+
+def fast_retry(app: Any, previous: Callable[..., Any], publisher: DirectPublisher) -> Any:
+    """``Task.retry`` for ``app``'s worker runs, without Celery's per-publish overhead.
+
+    Celery's ``retry`` builds the retry's signature from the request
+    (``signature_from_request``), then ``Signature.apply_async`` hands its options to
+    ``Task.apply_async``, which reads ``app.conf.task_always_eager`` (several
+    microseconds a read) before calling ``app.send_task``. This one runs the same
+    steps with Celery's own functions (the same signature, ``Retry``,
+    ``MaxRetriesExceededError`` and ``Reject``, in the same order) and does
+    ``Task.apply_async``'s part inline, the setting read through ``publisher``.
+    Anything else goes to ``previous``: another app's task, explicit ``args`` /
+    ``kwargs`` (Celery rebinds them), a direct or eager call, eager mode, old-style
+    tasks. A task or signature class with its own ``apply_async`` gets it called.
+
+    Args:
+        app: the app whose tasks take this path.
+        previous: the ``Task.retry`` it replaces.
+        publisher: the simulation's publisher (for its settings).
+
+    Returns:
+        The function to install as ``Task.retry``.
+    """
+    settings = publisher._settings
+
+    @wraps(previous)
+    def retry(  # noqa: PLR0917 -- Task.retry's signature
+        self: Any,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: Any = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: Any = None,
+        max_retries: Any = None,
+        **options: Any,
+    ) -> Any:
+        request = self.request
+        if (
+            self._app is not app
+            or args is not None
+            or kwargs is not None
+            or request.called_directly
+            or request.is_eager
+            or self.__v2_compat__
+            or settings["task_always_eager"]
+        ):
+            return previous(self, args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+        # From here on, Celery's Task.retry step by step.
+        retries = request.retries + 1
+        if max_retries is not None:
+            self.override_max_retries = max_retries
+        max_retries = self.max_retries if max_retries is None else max_retries
+        if not eta and countdown is None:
+            countdown = self.default_retry_delay
+        sig = self.signature_from_request(
+            request, args, kwargs, countdown=countdown, eta=eta, retries=retries, **options
+        )
+        if max_retries is not None and retries > max_retries:
+            if exc:
+                raise_with_context(exc)
+            raise self.MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{sig.args} kwargs:{sig.kwargs}",
+                task_args=sig.args,
+                task_kwargs=sig.kwargs,
+            )
+        ret = Retry(exc=exc, when=eta or countdown, is_eager=False, sig=sig)
+        try:
+            _apply_signature(sig)
+        except Exception as error:  # noqa: BLE001 -- Celery turns any publish error into Reject
+            # As Celery's: the publish error is the Reject's context, not its cause.
+            raise Reject(error, requeue=False)  # noqa: B904 -- see above
+        if throw:
+            raise ret
+        return ret
+
+    return retry
+
+
+def _apply_signature(sig: Any) -> Any:
+    """``sig.apply_async()`` for a retry's signature: ``Task.apply_async`` inline."""
+    task = sig._type
+    if (
+        task is None
+        or type(sig).apply_async is not _SIGNATURE_APPLY
+        or type(task).apply_async is not _CELERY_APPLY
+    ):
+        return sig.apply_async()
+    args, kwargs = sig.args, sig.kwargs
+    options = dict(sig.options)
+    pop = options.pop
+    task_id = pop("task_id", None)
+    producer = pop("producer", None)
+    link = pop("link", None)
+    link_error = pop("link_error", None)
+    shadow = pop("shadow", None)
+    if task.soft_time_limit and task.time_limit and task.soft_time_limit > task.time_limit:
+        raise ValueError("soft_time_limit must be less than or equal to time_limit")
+    if task.typing:
+        try:
+            check_arguments = task.__header__
+        except AttributeError:
+            pass
+        else:
+            check_arguments(*(args or ()), **(kwargs or {}))
+    shadow = shadow or task.shadow_name(args, kwargs, options)
+    options = dict(task._get_exec_options(), **options)
+    dump = task._dump_pydantic_arguments
+    if dump is not None and options.get("serializer") != "pickle":
+        args, kwargs = dump(args, kwargs)
+    options.setdefault("ignore_result", task.ignore_result)
+    return task._get_app().send_task(
+        task.name,
+        args,
+        kwargs,
+        task_id=task_id,
+        producer=producer,
+        link=link,
+        link_error=link_error,
+        result_cls=task.AsyncResult,
+        shadow=shadow,
+        task_type=task,
+        **options,
+    )

@@ -21,7 +21,10 @@ headers, custom routers or connections) goes through Celery's own ``send_task``,
 whose finished message is taken at ``amqp.send_task_message`` (the last step before
 the broker). The body comes back as the app's serializer would return it from the
 wire (scalar JSON arguments without the round trip, which cannot change them).
-Nothing reaches the broker, and ``task_always_eager`` is not used.
+Nothing reaches the broker, and ``task_always_eager`` is not used. ``self.retry()``
+of the app's tasks runs :func:`~pytest_taskchaos._publish.fast_retry`: Celery's
+``Task.retry`` steps with ``Task.apply_async``'s part done inline (the same
+signature, ``Retry``, message; ``tests/pytest_taskchaos/test_fast_retry.py``).
 
 How a message runs: the clock moves to its due time, then Celery's tracer
 (``celery.app.trace.build_tracer``, built once per task) runs it with the request
@@ -30,6 +33,10 @@ a worker builds (id, retries, headers, delivery info), so signals, ``on_retry`` 
 worker; a retry's message lands back in the virtual queue at its eta. Inside the
 simulation the tracer's ``ExceptionInfo`` is a light one (see ``_einfo``): billiard's
 copies every frame for pickling, which one process never needs.
+
+Garbage collection: ``drain()`` turns automatic collection off while it runs and
+collects the young generations every 1,000 runs (each failed run leaves a reference
+cycle: Celery's ``Retry`` holds itself), then turns it back on.
 
 Virtual time: one freezegun freezer per simulation, moved at every message, so
 ``datetime.now()`` / ``time.time()`` in task code read the virtual clock. It also
@@ -55,6 +62,7 @@ Not simulated: message expiry, the publish signals (``before_task_publish`` /
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
 import warnings
 from collections import Counter
@@ -66,6 +74,7 @@ from typing import TYPE_CHECKING, Any, Self
 from celery import signals as celery_signals  # type: ignore[import-untyped]
 from celery import states
 from celery.app import trace as celery_trace  # type: ignore[import-untyped]
+from celery.app.task import Task  # type: ignore[import-untyped]
 from celery.exceptions import (  # type: ignore[import-untyped]
     SoftTimeLimitExceeded,
     TimeLimitExceeded,
@@ -82,7 +91,7 @@ from pytest_taskchaos._parts import (
     VirtualQueue,
     replace,
 )
-from pytest_taskchaos._publish import DirectPublisher
+from pytest_taskchaos._publish import DirectPublisher, fast_retry
 from pytest_taskchaos.faults import CATALOG, InjectionPoint
 from pytest_taskchaos.injection import Injection, injection
 from resilience.celery import install, signals
@@ -111,6 +120,11 @@ DEFAULT_START = datetime(2026, 1, 5, 12, tzinfo=UTC).timestamp()
 """Where virtual time begins unless told: a Monday noon, UTC."""
 
 _HOSTNAME = "taskchaos@simulation"
+_COLLECT_EVERY = 1_000
+# The request keys Celery's Context does not count as custom headers (its _get_custom_headers).
+_CELERY_KEYS = frozenset(
+    {*celery_trace.Context.__dict__, "lang", "task", "argsrepr", "kwargsrepr", "compression"}
+)
 _MESSAGE_CHARS = 200
 _PUBLISH = InjectionPoint.PUBLISH.value
 _RESULT = InjectionPoint.RESULT.value
@@ -183,6 +197,20 @@ def _plain_body(body: Any, serializer: str) -> tuple[Any, ...] | None:
         if type(key) is not str or type(value) not in _SCALARS:
             return None
     return (list(args), dict(kwargs), dict(embed))
+
+
+def _release(raised: BaseException, tracer: Callable[..., Any]) -> None:
+    """Clear the tracer's finished frame from a retried or failed run's traceback.
+
+    Celery's tracer clears the frames of that traceback (``traceback_clear``) but its
+    own, still running then; the frame holds the run's request, ``ExceptionInfo`` and
+    result in a reference cycle that only the garbage collector would free. Cleared
+    now, they go at once (the frame keeps its code and line for tracebacks; its
+    locals, which a worker's copied frames never carry, are gone).
+    """
+    tb = raised.__traceback__
+    if tb is not None and tb.tb_frame.f_code is getattr(tracer, "__code__", None):
+        tb.tb_frame.clear()
 
 
 class Simulation:
@@ -461,13 +489,26 @@ class Simulation:
         heap = self._queue.heap
         runs: Counter[str] = Counter()
         steps = 0
-        while heap and (deadline is None or heap[0][0] <= deadline):
-            if steps >= max_steps:
-                raise self._budget_error(max_steps, runs)
-            message = heappop(heap)[2]
-            runs[message.task_name] += 1
-            steps += 1
-            self._run(message)
+        # Every failed run leaves a reference cycle (Celery's Retry holds itself in its
+        # args, and its traceback the run's frames), and the history grows: automatic
+        # collections rescan the survivors again and again, a quarter of a drain's time.
+        # The young objects are collected every _COLLECT_EVERY runs instead.
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
+        try:
+            while heap and (deadline is None or heap[0][0] <= deadline):
+                if steps >= max_steps:
+                    raise self._budget_error(max_steps, runs)
+                message = heappop(heap)[2]
+                runs[message.task_name] += 1
+                steps += 1
+                self._run(message)
+                if collecting and not steps % _COLLECT_EVERY:
+                    gc.collect(1)
+        finally:
+            if collecting:
+                gc.enable()
         if deadline is not None:
             self._move_to(deadline)
         return steps
@@ -526,6 +567,12 @@ class Simulation:
         self._publisher = DirectPublisher(self.app)
         replace(stack, self.app, "send_task", self._send_task)
         replace(stack, self.app.amqp, "send_task_message", self._capture)
+        self._patch_retry(stack)
+
+    def _patch_retry(self, stack: ExitStack) -> None:
+        # Class-wide, as Celery resolves it; other apps' tasks go to the previous one.
+        assert self._publisher is not None  # noqa: S101 -- set just before
+        replace(stack, Task, "retry", fast_retry(self.app, Task.retry, self._publisher))
 
     def _send_task(  # noqa: PLR0917 -- Celery.send_task's positional parameters
         self,
@@ -679,6 +726,13 @@ class Simulation:
             correlation_id=message.properties.get("correlation_id", message.task_id),
         )
         request.update(embed or {})
+        if "headers" not in request:
+            # What Celery's Context computes from a worker's request when it has no
+            # "headers" (a worker's never has): the message's custom headers, or None.
+            # Given here, a retried run's Context skips that scan of every key.
+            custom = {key: value for key, value in request.items() if key not in _CELERY_KEYS}
+            if custom:
+                request["headers"] = custom
         name, task_id, attempt = message.task_name, message.task_id, message.attempt
         record = self._record
         record(
@@ -728,6 +782,10 @@ class Simulation:
             self._record_raised(message, info.retval)
             record(EventKind.FAILED, name, task_id, attempt, exception=type(info.retval).__name__)
         record(EventKind.ACKED, name, task_id, attempt)
+        if info is not None and isinstance(info.retval, BaseException):
+            _release(info.retval, tracer)
+        # This frame outlives the run in the cycle of Celery's Retry (its args hold it).
+        info = cause = None
 
     def _record_raised(self, message: Message, exc: BaseException) -> None:
         if self._raised is exc:
