@@ -402,6 +402,7 @@ def _measure(
     refusals = 0
     waits: list[float] = []
     due: Counter[int] = Counter()
+    outage_end: float | None = None  # when the last fault fired
     for event in history:
         kind = event.kind
         if kind is EventKind.PUBLISHED:
@@ -420,6 +421,8 @@ def _measure(
                 due[math.floor(event.at + countdown)] += 1
         elif kind is EventKind.DEAD_LETTERED:
             dlq[str(event.details.get("failure_type"))] += 1
+        elif kind is EventKind.FAULT_INJECTED:
+            outage_end = event.at
         elif kind is EventKind.DECIDED and _BUDGET_REFUSAL in str(event.details.get("reason")):
             refusals += 1
     times = sorted(at - published[task_id] for task_id, at in succeeded.items())
@@ -449,6 +452,7 @@ def _measure(
             (second for second, count in due.items() if count == max(due.values())),
             default=None,
         ),
+        "outage_end": outage_end,
         "virtual_duration": duration,
     }
 
@@ -477,8 +481,26 @@ def _check(name: str, comparison: Comparison, measured: float, shown: str) -> Ex
     )
 
 
+def _outage_end(scenario: Scenario, measures: Mapping[str, Any]) -> float | None:
+    """When the outage ends: the latest end of the faults' windows, else the last firing.
+
+    An open breaker stops calls, so faults stop firing long before a windowed outage
+    is over; the window's end is the outage's end when there is one.
+    """
+    ends = [
+        end
+        for made in scenario.faults
+        for condition in made.schedule.conditions
+        if isinstance(end := getattr(condition, "end", None), float) and math.isfinite(end)
+    ]
+    if ends:
+        return max(ends)
+    value = measures.get("outage_end")
+    return None if value is None else float(value)
+
+
 def _breaker_results(
-    expect: BreakerExpectation, measures: Mapping[str, Any]
+    expect: BreakerExpectation, measures: Mapping[str, Any], *, outage_end: float | None
 ) -> list[ExpectationResult]:
     entry = measures["breakers"].get(expect.name)
     transitions: list[dict[str, Any]] = [] if entry is None else entry["transitions"]
@@ -506,27 +528,22 @@ def _breaker_results(
         )
     if expect.closes_within is not None:
         limit_s = expect.closes_within
-        last_open: float | None = None
-        slowest = 0.0
-        for transition in transitions:
-            if transition["new"] == "open":
-                last_open = transition["at"] if last_open is None else last_open
-            elif transition["new"] == "half_open" and last_open is None:
-                last_open = transition["at"]
-            elif transition["new"] == "closed" and last_open is not None:
-                slowest = max(slowest, transition["at"] - last_open)
-                last_open = None
+        end = outage_end
+        closings = [t["at"] for t in transitions if t["new"] == "closed"]
         if opening is None:
             shown, passed = "never opened", False
-        elif last_open is not None:
-            shown = f"still {transitions[-1]['new']} at the end (opened at {_seconds(last_open)})"
+        elif transitions[-1]["new"] != "closed":
+            shown = f"still {transitions[-1]['new']} at the end"
             passed = False
         else:
-            shown, passed = f"closed {_seconds(slowest)} after opening", slowest <= limit_s
+            since = opening["at"] if end is None else end
+            after = max(0.0, closings[-1] - since)
+            shown = f"closed {_seconds(after)} after the outage ended (at {_seconds(since)})"
+            passed = after <= limit_s
         results.append(
             ExpectationResult(
                 name=f"{prefix}.closes_within",
-                expected=f"closes <= {_seconds(limit_s)} after opening",
+                expected=f"closes <= {_seconds(limit_s)} after the outage ends",
                 measured=shown,
                 passed=passed,
             )
@@ -572,7 +589,9 @@ def _evaluate(
             )
         )
     for breaker in expect.breakers:
-        results.extend(_breaker_results(breaker, measures))
+        results.extend(
+            _breaker_results(breaker, measures, outage_end=_outage_end(scenario, measures))
+        )
     if expect.duplicate_side_effects is not None:
         count = measures["duplicate_side_effects"]
         keys = measures["duplicated"]
