@@ -367,7 +367,8 @@ def test_breaker_opened_in_one_worker_blocks_the_dependency_in_another(
     assert deferral["cause"] == "CircuitOpenError"
     assert deferral["host"] == workers.hosts["b"]
     assert (deferral["host"], deferral["pid"]) not in failed_in
-    assert 0 < deferral["countdown"] <= proof.BREAKER_RESET
+    # Until the probe, plus the spread that keeps held-back tasks from returning together.
+    assert 0 < deferral["countdown"] <= proof.BREAKER_RESET * 1.5
     # The deferred call ran once, as the probe, in worker b, and closed the breaker.
     (ran,) = [body for body in bodies if not body["fail"]]
     assert ran["host"] == workers.hosts["b"]
