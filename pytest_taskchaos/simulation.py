@@ -57,11 +57,14 @@ worker with ``TimeLimitExceeded``.
 Not simulated: message expiry, the publish signals (``before_task_publish`` /
 ``after_task_publish``), Celery's ``retry_on_worker_lost``, and events for the
 ``IGNORED`` / ``REJECTED`` states (such a run records only ``started``).
+
+This module holds the public class and the run loop; its parts live in private
+modules: the publishing capture in ``_capture``, the history and ``resilience``'s
+signals in ``_recorder``, what a firing fault does in ``_faulting``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import random
 import warnings
@@ -71,19 +74,14 @@ from datetime import UTC, datetime, timedelta
 from heapq import heappop
 from typing import TYPE_CHECKING, Any, Self
 
-from celery import signals as celery_signals  # type: ignore[import-untyped]
-from celery import states
+from celery import states  # type: ignore[import-untyped]
 from celery.app import trace as celery_trace  # type: ignore[import-untyped]
-from celery.app.task import Task  # type: ignore[import-untyped]
-from celery.exceptions import (  # type: ignore[import-untyped]
-    SoftTimeLimitExceeded,
-    TimeLimitExceeded,
-)
-from kombu import serialization
 
+from pytest_taskchaos._capture import Capture
 from pytest_taskchaos._einfo import LightExceptionInfo
+from pytest_taskchaos._faulting import FaultEffects, RunEnded, warm_fault_imports
 from pytest_taskchaos._history import Event, EventKind, fingerprint, select
-from pytest_taskchaos._injector import Active, Injector
+from pytest_taskchaos._injector import Injector
 from pytest_taskchaos._parts import (
     Message,
     SimulationError,
@@ -91,10 +89,10 @@ from pytest_taskchaos._parts import (
     VirtualQueue,
     replace,
 )
-from pytest_taskchaos._publish import DirectPublisher, fast_retry
-from pytest_taskchaos.faults import CATALOG, InjectionPoint
+from pytest_taskchaos._recorder import Recorder
+from pytest_taskchaos.faults import InjectionPoint
 from pytest_taskchaos.injection import Injection, injection
-from resilience.celery import install, signals
+from resilience.celery import install
 from resilience.clock import FakeClock, seconds_of
 from resilience.errors import ConfigurationError
 
@@ -125,78 +123,7 @@ _COLLECT_EVERY = 1_000
 _CELERY_KEYS = frozenset(
     {*celery_trace.Context.__dict__, "lang", "task", "argsrepr", "kwargsrepr", "compression"}
 )
-_MESSAGE_CHARS = 200
-_PUBLISH = InjectionPoint.PUBLISH.value
 _RESULT = InjectionPoint.RESULT.value
-
-
-_WARM: list[bool] = []
-
-
-def _warm_fault_imports() -> None:
-    """Import the libraries the catalog's exceptions come from, once, before freezegun runs.
-
-    A compiled module imported while freezegun has replaced ``datetime.date`` (psycopg's
-    binary build, for one) warns that the type's size changed; importing them first
-    keeps such imports out of the frozen block.
-    """
-    if not _WARM:
-        for entry in CATALOG.values():
-            entry.exception()
-        _WARM.append(True)
-
-
-class _RunEnded(BaseException):
-    """Ends a run from inside it, past Celery's ``except Exception``: the worker is gone."""
-
-    def __init__(self, exc: BaseException, *, requeue: bool) -> None:
-        super().__init__(exc)
-        self.exc = exc
-        self.requeue = requeue
-
-
-# kombu's (un-annotated) serializer: a captured body takes the wire's round trip.
-_dumps: Callable[..., tuple[str, str, Any]] = serialization.dumps
-_loads: Callable[..., Any] = serialization.loads
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-# uuid.UUID(int=bits, version=4) sets these bits; its str() costs three times this.
-_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
-_UUID4_SET = (0x8000 << 48) | (4 << 76)
-
-
-def _uuid4(bits: int) -> str:
-    """``str(uuid.UUID(int=bits, version=4))``: a task id from 128 seeded random bits."""
-    digits = f"{(bits & _UUID4_CLEAR) | _UUID4_SET:032x}"
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
-
-
-# The simulation builds its events from its own values: no per-event validation.
-_event = Event._trusted
-
-
-def _plain_body(body: Any, serializer: str) -> tuple[Any, ...] | None:
-    """A body as the JSON wire would return it, or None when only the wire can tell.
-
-    Scalar arguments come back from JSON unchanged (the args tuple as a list), so
-    the round trip, a good part of a publish's cost, is skipped for them; anything
-    else (containers, objects, signatures in the embed, other serializers) takes it.
-    """
-    if serializer != "json":
-        return None
-    args, kwargs, embed = body
-    for value in embed.values():
-        if value is not None:
-            return None
-    # Exact types: a subclass (an IntEnum, a str subclass) may not survive.
-    for value in args:
-        if type(value) not in _SCALARS:
-            return None
-    for key, value in kwargs.items():
-        if type(key) is not str or type(value) not in _SCALARS:
-            return None
-    return (list(args), dict(kwargs), dict(embed))
 
 
 def _release(raised: BaseException, tracer: Callable[..., Any]) -> None:
@@ -256,30 +183,33 @@ class Simulation:
         self.rng = random.Random(seed)
         self.clock = FakeClock(start=float(start))
         self.start = float(start)
-        self.history: list[Event] = []
+        self._recorder = recorder = Recorder(app, clock=self.clock, start=self.start)
+        self.history: list[Event] = recorder.history
         self._store: str | Store = "memory://" if store is None else store
         self._runtime: Resilience | None = None
         self._queue = VirtualQueue()
+        self._faults = FaultEffects(
+            app, clock=self.clock, queue=self._queue, recorder=recorder, move_to=self._move_to
+        )
         self._injector = Injector(
             app,
             decisions=random.Random(self.rng.getrandbits(64)) if decisions is None else decisions,
             now=lambda: self.now,
-            current=lambda: self._current,
-            on_fire=self._on_fire,
-            on_call=self._on_watched_call,
+            current=lambda: recorder.current,
+            on_fire=self._faults.on_fire,
+            on_call=recorder.on_watched_call,
+        )
+        self._capture = Capture(
+            app,
+            clock=self.clock,
+            rng=self.rng,
+            queue=self._queue,
+            recorder=recorder,
+            injector=self._injector,
         )
         self._tracers: dict[str, Callable[..., Any]] = {}
-        self._current: Message | None = None
-        self._run_began = 0.0
-        self._raised: BaseException | None = None
-        self._deferred = False
-        self._pending_due: float | None = None
-        self._retry_due: dict[str, float] = {}
         self._exit: ExitStack | None = None
         self._frozen: Any = None
-        self._original_send_task: Callable[..., Any] | None = None
-        self._publisher: DirectPublisher | None = None
-        self._producer: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -288,7 +218,7 @@ class Simulation:
             raise SimulationError("this Simulation is already active")
         from freezegun import freeze_time  # noqa: PLC0415 -- costs ~10 ms, paid only when used
 
-        _warm_fault_imports()
+        warm_fault_imports()
         stack = ExitStack()
         try:
             self._runtime = install(
@@ -304,12 +234,11 @@ class Simulation:
             freezer = freeze_time(self._wall_clock(), ignore=["_pytest", "pluggy"])
             self._frozen = freezer.start()
             stack.callback(freezer.stop)
-            self._patch_publishing(stack)
-            # One producer for the whole run: acquiring one from the pool per publish
-            # costs more than running the task.
-            self._producer = stack.enter_context(self.app.producer_or_acquire())
+            self._capture.patch(stack)
+            self._patch_retry(stack)
+            self._capture.open_producer(stack)
             replace(stack, celery_trace, "ExceptionInfo", LightExceptionInfo)
-            self._connect(stack)
+            self._recorder.connect(stack, uid=f"taskchaos.simulation.{id(self)}")
             self._injector.start(stack)
             # A plain task's tracer holds the task's run from when it was built.
             self._tracers.clear()
@@ -432,8 +361,8 @@ class Simulation:
             raise ConfigurationError(
                 f"effect name must be a non-empty string, got {name!r}", key="name", value=name
             )
-        current = self._current
-        self._record(
+        current = self._recorder.current
+        self._recorder.record(
             EventKind.SIDE_EFFECT,
             "" if current is None else current.task_name,
             "" if current is None else current.task_id,
@@ -542,14 +471,6 @@ class Simulation:
             self.clock.advance(when - now)
             self._frozen.move_to(self._wall_clock())
 
-    def _record(
-        self, kind: EventKind, task_name: str, task_id: str, attempt: int, **details: Any
-    ) -> None:
-        # details is this call's own dict: the event may keep it without a copy.
-        self.history.append(
-            _event(kind, self.clock.time() - self.start, task_name, task_id, attempt, details)
-        )
-
     def _budget_error(self, max_steps: int, runs: Counter[str]) -> StepBudgetExceeded:
         queued = Counter(entry[2].task_name for entry in self._queue.heap)
         names = sorted(queued, key=lambda name: (-runs[name], name))
@@ -562,142 +483,9 @@ class Simulation:
             runs=runs,
         )
 
-    def _patch_publishing(self, stack: ExitStack) -> None:
-        self._original_send_task = self.app.send_task
-        self._publisher = DirectPublisher(self.app)
-        replace(stack, self.app, "send_task", self._send_task)
-        replace(stack, self.app.amqp, "send_task_message", self._capture)
-        self._patch_retry(stack)
-
     def _patch_retry(self, stack: ExitStack) -> None:
-        # Class-wide, as Celery resolves it; other apps' tasks go to the previous one.
-        assert self._publisher is not None  # noqa: S101 -- set just before
-        replace(stack, Task, "retry", fast_retry(self.app, Task.retry, self._publisher))
-
-    def _send_task(  # noqa: PLR0917 -- Celery.send_task's positional parameters
-        self,
-        name: str,
-        args: Any = None,
-        kwargs: Any = None,
-        countdown: float | None = None,
-        eta: datetime | None = None,
-        task_id: str | None = None,
-        **options: Any,
-    ) -> Any:
-        self._injector.fire(_PUBLISH, name)
-        now = self.clock.time()
-        due = now
-        if eta is not None:
-            if eta.tzinfo is None:
-                eta = eta.replace(tzinfo=UTC)
-            due = eta.timestamp()
-        elif countdown is not None:
-            due = now + float(countdown)
-        if task_id is None:
-            task_id = _uuid4(self.rng.getrandbits(128))
-        when = datetime.fromtimestamp(due, tz=UTC) if due > now else None
-        app = self.app
-        producer = options.get("producer") or options.get("publisher") or self._producer
-        publisher = self._publisher
-        built = (
-            None
-            if publisher is None
-            else publisher.build(name, args, kwargs, when, task_id, options)
-        )
-        if built is None:
-            # What the direct builder leaves to Celery: its send_task builds the
-            # message and hands it to _capture.
-            assert self._original_send_task is not None  # noqa: S101 -- set on enter
-            if options.get("producer") is None and options.get("connection") is None:
-                options["producer"] = self._producer
-            self._pending_due = due
-            try:
-                return self._original_send_task(
-                    name, args, kwargs, eta=when, task_id=task_id, **options
-                )
-            finally:
-                self._pending_due = None
-        # The rest of Celery.send_task: tell the result backend, queue, return the result.
-        ignore_result = built.ignore_result
-        if not ignore_result:
-            app.backend.on_task_call(producer, built.task_id)
-        self._queue_message(
-            name, built.headers, built.properties, built.body, built.options, due=due
-        )
-        result = (built.result_cls or app.AsyncResult)(built.task_id)
-        result.ignored = ignore_result
-        if built.parent:
-            built.parent.add_trail(result)
-        return result
-
-    def _capture(self, producer: Any, name: str, message: Any, **options: Any) -> None:
-        due = self._pending_due
-        self._queue_message(
-            name,
-            dict(message.headers),
-            dict(message.properties),
-            message.body,
-            options,
-            due=self.clock.time() if due is None else due,
-        )
-
-    def _queue_message(
-        self,
-        name: str,
-        headers: dict[str, Any],
-        properties: dict[str, Any],
-        raw_body: Any,
-        options: dict[str, Any],
-        *,
-        due: float,
-    ) -> None:
-        """Queue a built message as the worker receives it, and record its publish."""
-        # Celery's sender merges custom headers (a retry's) into the message's own,
-        # where the worker's request finds them.
-        custom = options.get("headers")
-        if custom:
-            headers.update(custom)
-        priority = options.get("priority")
-        if priority is not None:
-            properties["priority"] = priority
-        serializer = options.get("serializer")
-        if not serializer:
-            publisher = self._publisher
-            serializer = (
-                self.app.conf.task_serializer
-                if publisher is None
-                else publisher.serializer(options)
-            )
-        body = _plain_body(raw_body, serializer)
-        if body is None:
-            content_type, encoding, data = _dumps(raw_body, serializer=serializer)
-            body = tuple(_loads(data, content_type, encoding, accept=None))
-        queue = options.get("queue")
-        routing_key = options.get("routing_key") or getattr(queue, "routing_key", None)
-        exchange = options.get("exchange") or getattr(getattr(queue, "exchange", None), "name", "")
-        task_id = str(headers["id"])
-        attempt = int(headers.get("retries") or 0) + 1
-        current = self._current
-        if current is not None and current.task_id == task_id:
-            self._retry_due[task_id] = due
-        self._queue.push(
-            Message(
-                due=due,
-                task_name=name,
-                task_id=task_id,
-                attempt=attempt,
-                headers=headers,
-                body=body,
-                delivery_info={
-                    "exchange": exchange or "",
-                    "routing_key": routing_key or getattr(queue, "name", None),
-                    "priority": properties.get("priority"),
-                    "redelivered": False,
-                },
-                properties=properties,
-            )
-        )
-        self._record(EventKind.PUBLISHED, name, task_id, attempt, eta=due - self.start)
+        # A seam of its own: test_fast_retry.py turns it off to compare with Celery's retry.
+        self._capture.patch_retry(stack)
 
     def _tracer(self, name: str) -> Callable[..., Any]:
         tracer = self._tracers.get(name)
@@ -734,7 +522,8 @@ class Simulation:
             if custom:
                 request["headers"] = custom
         name, task_id, attempt = message.task_name, message.task_id, message.attempt
-        record = self._record
+        recorder = self._recorder
+        record = recorder.record
         record(
             EventKind.DELIVERED,
             name,
@@ -744,10 +533,10 @@ class Simulation:
             duplicate=message.duplicate,
         )
         record(EventKind.STARTED, name, task_id, attempt)
-        self._current = message
-        self._run_began = self.clock.time()
-        self._raised = None
-        self._deferred = False
+        recorder.current = message
+        self._faults.run_began = self.clock.time()
+        recorder.raised = None
+        recorder.deferred = False
         try:
             if self._injector.targets(_RESULT):
                 with warnings.catch_warnings():
@@ -756,19 +545,19 @@ class Simulation:
                     info = tracer(task_id, args, kwargs, request)[1]
             else:
                 info = tracer(task_id, args, kwargs, request)[1]
-        except _RunEnded as ended:
-            self._current = None
-            self._run_ended(message, ended, request)
+        except RunEnded as ended:
+            recorder.current = None
+            self._faults.run_ended(message, ended, request)
             return
         finally:
-            self._current = None
+            recorder.current = None
         if info is None or info.state == states.SUCCESS:
             record(EventKind.SUCCEEDED, name, task_id, attempt)
         elif info.state == states.RETRY:
             cause = getattr(info.retval, "exc", None)
             if cause is not None:
-                self._record_raised(message, cause)
-            due = self._retry_due.pop(task_id, self.clock.time())
+                recorder.record_raised(message, cause)
+            due = self._capture.retry_due.pop(task_id, self.clock.time())
             record(
                 EventKind.RETRIED,
                 name,
@@ -776,239 +565,13 @@ class Simulation:
                 attempt,
                 countdown=due - self.clock.time(),
                 exception=None if cause is None else type(cause).__name__,
-                deferred=self._deferred,
+                deferred=recorder.deferred,
             )
         elif info.state == states.FAILURE:
-            self._record_raised(message, info.retval)
+            recorder.record_raised(message, info.retval)
             record(EventKind.FAILED, name, task_id, attempt, exception=type(info.retval).__name__)
         record(EventKind.ACKED, name, task_id, attempt)
         if info is not None and isinstance(info.retval, BaseException):
             _release(info.retval, tracer)
         # This frame outlives the run in the cycle of Celery's Retry (its args hold it).
         info = cause = None
-
-    def _record_raised(self, message: Message, exc: BaseException) -> None:
-        if self._raised is exc:
-            return
-        self._raised = exc
-        self._record(
-            EventKind.RAISED,
-            message.task_name,
-            message.task_id,
-            message.attempt,
-            exception=type(exc).__name__,
-            message=str(exc)[:_MESSAGE_CHARS],
-        )
-
-    def _run_ended(self, message: Message, ended: _RunEnded, request: dict[str, Any]) -> None:
-        """The worker died (or hit the hard time limit) mid-run: redeliver or fail, as Celery."""
-        name, task_id, attempt = message.task_name, message.task_id, message.attempt
-        task = self.app.tasks[name]
-        exc = ended.exc
-        self._record(
-            EventKind.WORKER_LOST,
-            name,
-            task_id,
-            attempt,
-            exception=type(exc).__name__,
-            requeued=ended.requeue,
-        )
-        if ended.requeue:
-            self._queue.push(dataclasses.replace(message, due=self.clock.time(), redelivered=True))
-            self._record(EventKind.REDELIVERED, name, task_id, attempt, reason="worker_lost")
-            return
-        # Celery's main process: mark FAILURE and send task_failure with the request pushed.
-        einfo = LightExceptionInfo((type(exc), exc, exc.__traceback__))
-        task.backend.mark_as_failure(task_id, exc, request=task.request, store_result=True)
-        task.request_stack.push(celery_trace.Context(request))
-        try:
-            celery_signals.task_failure.send(
-                sender=task,
-                task_id=task_id,
-                exception=exc,
-                args=message.body[0],
-                kwargs=message.body[1],
-                traceback=einfo.traceback,
-                einfo=einfo,
-            )
-        finally:
-            task.request_stack.pop()
-        self._record(EventKind.FAILED, name, task_id, attempt, exception=type(exc).__name__)
-        self._record(EventKind.ACKED, name, task_id, attempt)
-
-    # ------------------------------------------------------------------ firing
-
-    def _on_fire(self, active: Active, where: str, detail: str | None) -> None:
-        """Do what a firing fault does: record it, then raise, lose the worker, ..."""
-        fault = active.injection.fault
-        current = self._current
-        error = fault.exception()
-        self._record(
-            EventKind.FAULT_INJECTED,
-            "" if current is None else current.task_name,
-            "" if current is None else current.task_id,
-            1 if current is None else current.attempt,
-            fault=active.injection.label,
-            where=where,
-            detail=detail,
-            exception=None if error is None else type(error).__name__,
-            failure_type=None if fault.failure_type is None else fault.failure_type.value,
-        )
-        if current is None:
-            if error is not None:
-                raise error
-            return
-        if fault.latency:
-            self._move_to(self.clock.time() + fault.latency)
-            self._check_time_limits(current)
-        if fault.duplicate_delivery:
-            self._queue.push(
-                dataclasses.replace(
-                    current, due=self.clock.time(), redelivered=True, duplicate=True
-                )
-            )
-            self._record(
-                EventKind.REDELIVERED,
-                current.task_name,
-                current.task_id,
-                current.attempt,
-                reason="duplicate_delivery",
-            )
-        if error is None:
-            return
-        if fault.worker_lost:
-            raise _RunEnded(error, requeue=self._requeues_lost(current.task_name))
-        raise error
-
-    def _requeues_lost(self, task_name: str) -> bool:
-        task = self.app.tasks[task_name]
-        reject = task.reject_on_worker_lost
-        if reject is None:
-            reject = self.app.conf.task_reject_on_worker_lost
-        return bool(task.acks_late and reject)
-
-    def _check_time_limits(self, message: Message) -> None:
-        task = self.app.tasks[message.task_name]
-        hard, soft = message.headers.get("timelimit") or (None, None)
-        hard = task.time_limit if hard is None else hard
-        soft = task.soft_time_limit if soft is None else soft
-        elapsed = self.clock.time() - self._run_began
-        if hard is not None and elapsed >= hard:
-            exc = TimeLimitExceeded(hard)
-            acks_on_timeout = task.acks_on_timeout
-            raise _RunEnded(exc, requeue=bool(task.acks_late and not acks_on_timeout))
-        if soft is not None and elapsed >= soft:
-            raise SoftTimeLimitExceeded(soft)
-
-    def _on_watched_call(self, spec: str, detail: str) -> None:
-        current = self._current
-        if current is not None:
-            self._record(
-                EventKind.SIDE_EFFECT,
-                current.task_name,
-                current.task_id,
-                current.attempt,
-                name=spec,
-                key=detail,
-            )
-
-    # ------------------------------------------------------------------ resilience's signals
-
-    def _connect(self, stack: ExitStack) -> None:
-        uid = f"taskchaos.simulation.{id(self)}"
-        for signal, receiver in (
-            (signals.on_dead_letter, self._on_dead_letter),
-            (signals.on_decision, self._on_decision),
-            (signals.on_idempotency, self._on_idempotency),
-            (signals.on_breaker_call, self._on_breaker_call),
-            (signals.on_breaker_change, self._on_breaker_change),
-        ):
-            signal.connect(receiver, weak=False, dispatch_uid=uid)
-            stack.callback(signal.disconnect, dispatch_uid=uid)
-
-    def _mine(self, sender: Any) -> bool:
-        return getattr(sender, "app", None) is self.app
-
-    def _here(self) -> tuple[str, str, int]:
-        current = self._current
-        if current is None:
-            return "", "", 1
-        return current.task_name, current.task_id, current.attempt
-
-    def _on_decision(
-        self, sender: Any, request: Any, exception: BaseException, decision: Any, **_: Any
-    ) -> None:
-        current = self._current
-        if not self._mine(sender) or current is None:
-            return
-        self._record_raised(current, exception)
-        name, task_id, attempt = self._here()
-        verdict = decision.classification
-        self._record(
-            EventKind.CLASSIFIED,
-            name,
-            task_id,
-            attempt,
-            failure_type=verdict.failure_type.value,
-            confidence=verdict.confidence,
-        )
-        self._record(
-            EventKind.DECIDED,
-            name,
-            task_id,
-            attempt,
-            action="retry" if decision.retry else "dead_letter",
-            delay=decision.delay,
-            reason=decision.reason,
-            failure_type=verdict.failure_type.value,
-        )
-
-    def _on_idempotency(self, sender: Any, request: Any, key: str, outcome: str, **_: Any) -> None:
-        if not self._mine(sender):
-            return
-        if outcome == "in_progress":
-            self._deferred = True
-        self._record(EventKind.IDEMPOTENCY, *self._here(), key=key, outcome=outcome)
-
-    def _on_breaker_call(
-        self, sender: str, task: Any, admitted: bool, retry_after: float | None, **_: Any
-    ) -> None:
-        if not self._mine(task):
-            return
-        if admitted:
-            self._record(EventKind.CALL_ADMITTED, *self._here(), breaker=sender)
-            return
-        self._deferred = True
-        self._record(
-            EventKind.CALL_REJECTED, *self._here(), breaker=sender, retry_after=retry_after
-        )
-
-    def _on_breaker_change(self, sender: str, old_state: Any, new_state: Any, **_: Any) -> None:
-        self._record(
-            EventKind.BREAKER_CHANGED,
-            *self._here(),
-            breaker=sender,
-            old=str(getattr(old_state, "value", old_state)),
-            new=str(getattr(new_state, "value", new_state)),
-        )
-
-    def _on_dead_letter(
-        self, sender: Any, record: Any, exception: BaseException, decision: Any, **_: Any
-    ) -> None:
-        if not self._mine(sender):
-            return
-        current = self._current
-        if current is not None:
-            self._record_raised(current, exception)
-        failure_type = getattr(getattr(record, "failure_type", None), "value", None)
-        if decision is not None:
-            failure_type = decision.classification.failure_type.value
-        task_id, attempt = self._here()[1:]
-        self._record(
-            EventKind.DEAD_LETTERED,
-            sender.name,
-            task_id,
-            attempt,
-            exception=type(exception).__name__,
-            failure_type=failure_type,
-        )
