@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, TypeVar
@@ -34,11 +36,15 @@ if TYPE_CHECKING:
     from resilience.storage.base import DeadLetterStore, Store
 
 __all__ = [
+    "EXECUTIONS_KEY",
     "HOUR",
+    "NOT_TRACKED",
+    "Executions",
     "all_records",
     "breaker_names",
     "breaker_row",
     "dead_letter_filter",
+    "executions",
     "failure_trends",
     "member",
     "parse_duration",
@@ -50,6 +56,14 @@ __all__ = [
 
 HOUR = 3600.0
 """Seconds in an hour: the failure-trend bucket."""
+
+EXECUTIONS_KEY = "_EXECUTIONS"
+"""The outcomes-store row of tracked executions (``track_executions``): one success or
+failure per attempt, first attempts and retries alike. It is no failure type, so
+retry statistics and their adaptation never see it."""
+
+NOT_TRACKED = "executions not tracked: enable track_executions"
+"""What the stats say instead of zeros when no execution was recorded in the window."""
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -271,13 +285,107 @@ def breaker_row(name: str, record: BreakerRecord | None, now: float) -> dict[str
 
 
 def task_names(outcomes: object, since: float) -> list[str]:
-    """Tasks with retry outcomes since ``since``, through the optional ``task_names()``."""
+    """Tasks with outcomes (retries, tracked executions) since ``since``, via ``task_names()``."""
     listing = getattr(outcomes, "task_names", None)
     return [str(n) for n in listing(since=since)] if callable(listing) else []
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Executions:
+    """Tracked task executions (attempts) over a window, per task and overall.
+
+    An execution is one attempt of a task's body in a worker: a first attempt and
+    every retry count once each; deferrals (open breaker, busy idempotency key) and
+    idempotent replays of a completed key do not run the body and do not count.
+
+    Attributes:
+        by_task: ``{task: (successful attempts, failed attempts)}``; empty when the
+            workers do not run with ``track_executions``.
+    """
+
+    by_task: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def tracked(self) -> bool:
+        """Whether any execution was recorded in the window."""
+        return bool(self.by_task)
+
+    @property
+    def successes(self) -> int:
+        """Successful attempts over every task."""
+        return sum(ok for ok, _ in self.by_task.values())
+
+    @property
+    def failures(self) -> int:
+        """Failed attempts over every task."""
+        return sum(bad for _, bad in self.by_task.values())
+
+    @property
+    def total(self) -> int:
+        """Attempts over every task."""
+        return self.successes + self.failures
+
+    @property
+    def success_rate(self) -> float | None:
+        """Successful attempts / attempts, or ``None`` when nothing was tracked."""
+        return self.successes / self.total if self.total else None
+
+    def to_dict(self) -> dict[str, object]:
+        """``{"tracked", "executions", "successes", "failures", "success_rate", "note"}``.
+
+        Returns:
+            The totals; ``note`` says how to enable tracking when nothing was tracked
+            (the counts are then ``None``, not zeros).
+        """
+        if not self.tracked:
+            return {
+                "tracked": False,
+                "executions": None,
+                "successes": None,
+                "failures": None,
+                "success_rate": None,
+                "note": NOT_TRACKED,
+            }
+        rate = self.success_rate
+        return {
+            "tracked": True,
+            "executions": self.total,
+            "successes": self.successes,
+            "failures": self.failures,
+            "success_rate": None if rate is None else round(rate, 4),
+            "note": None,
+        }
+
+
+def executions(outcomes: object, *, window: float, now: float) -> Executions:
+    """The executions tracked in the window ending ``now``, read from an outcomes store.
+
+    Args:
+        outcomes: the store's ``outcomes`` role (tasks are listed through its optional
+            ``task_names()``; a store without it reports nothing tracked).
+        window: how far back, in seconds.
+        now: the current time.
+
+    Returns:
+        The executions per task (bucket resolution of the store).
+    """
+    by_task: dict[str, tuple[int, int]] = {}
+    counts = getattr(outcomes, "counts", None)
+    if not callable(counts):
+        return Executions()
+    for task in task_names(outcomes, now - window):
+        found = counts(task, since=now - window).get(EXECUTIONS_KEY)
+        if found is not None and found.successes + found.failures:
+            by_task[task] = (found.successes, found.failures)
+    return Executions(by_task=by_task)
+
+
 def stats_report(store: Store, *, window: float, now: float) -> dict[str, object]:
-    """Retries per task and type in ``window`` and dead letters per task, type and status.
+    """Executions and retries per task in ``window``, dead letters per task, type and status.
+
+    Executions (attempts, each counted once) are there only when workers run with
+    ``track_executions``; otherwise a task's ``executions`` and ``success_rate`` are
+    ``None`` and the top-level ``executions.note`` says so.
 
     Args:
         store: the store bundle.
@@ -285,7 +393,8 @@ def stats_report(store: Store, *, window: float, now: float) -> dict[str, object
         now: the current time.
 
     Returns:
-        ``{"window_seconds", "tasks": [{"task", "retries", "retry_successes",
+        ``{"window_seconds", "executions": Executions.to_dict(), "tasks": [{"task",
+        "executions", "successes", "success_rate", "retries", "retry_successes",
         "retry_success_rate", "failed_retries_by_type", "dead_letters",
         "dead_letters_by_type"}], "dead_letters_by_status"}`` (what ``resilience
         stats --json`` prints).
@@ -296,13 +405,18 @@ def stats_report(store: Store, *, window: float, now: float) -> dict[str, object
         per_task = dead.setdefault(record.task_name, {})
         per_task[record.failure_type.value] = per_task.get(record.failure_type.value, 0) + 1
     history = OutcomeHistory(store.outcomes, window=window)
+    tracked = executions(store.outcomes, window=window, now=now)
     rows: list[dict[str, object]] = []
     for task in sorted({*task_names(store.outcomes, now - window), *dead}):
         stats = history.statistics(task, now=now)
         rate = stats.success_rate
+        ok, bad = tracked.by_task.get(task, (0, 0))
         rows.append(
             {
                 "task": task,
+                "executions": ok + bad if tracked.tracked else None,
+                "successes": ok if tracked.tracked else None,
+                "success_rate": round(ok / (ok + bad), 4) if ok + bad else None,
                 "retries": stats.total,
                 "retry_successes": stats.successes,
                 "retry_success_rate": None if rate is None else round(rate, 4),
@@ -315,6 +429,7 @@ def stats_report(store: Store, *, window: float, now: float) -> dict[str, object
         )
     return {
         "window_seconds": window,
+        "executions": tracked.to_dict(),
         "tasks": rows,
         "dead_letters_by_status": {status.value: depth[status] for status in DeadLetterStatus},
     }
@@ -349,7 +464,11 @@ def failure_trends(store: Store, *, hours: int, now: float) -> dict[str, object]
     retries: dict[str, list[int]] = {}
     for task in task_names(store.outcomes, first):
         cumulative = [
-            {name: c.failures for name, c in store.outcomes.counts(task, since=s).items()}
+            {
+                name: c.failures
+                for name, c in store.outcomes.counts(task, since=s).items()
+                if name != EXECUTIONS_KEY
+            }
             for s in [*starts, current + HOUR]
         ]
         for index in range(hours):

@@ -8,7 +8,7 @@ Subcommands::
     resilience demo            # real local failures, classified, with their retry schedules
     resilience dlq list --status PENDING --type TRANSIENT_NETWORK
     resilience breakers        # state, failure counts, time to next probe
-    resilience stats           # retries per task and failure type, DLQ depth by status
+    resilience stats           # executions, retries per task and type, DLQ depth by status
 
 Exit status: 0 ok; 1 not found, nothing done or a conflict; 2 bad input or usage;
 3 the store could not be reached (see ``docs/cli.md``).
@@ -285,6 +285,23 @@ def _reset_breaker(store: Store, args: argparse.Namespace) -> int:
     return OK
 
 
+def _rate(value: object) -> str:
+    return "-" if not isinstance(value, int | float) else f"{100 * value:.1f}%"
+
+
+def _stats_row(row: dict[str, Any], *, tracked: bool) -> list[object]:
+    cells: list[object] = [
+        row["task"],
+        row["retries"],
+        _rate(row["retry_success_rate"]),
+        _counts(row["failed_retries_by_type"]),
+        f"{row['dead_letters']} {_counts(row['dead_letters_by_type'])}",
+    ]
+    if tracked:
+        cells[1:1] = [row["executions"], _rate(row["success_rate"])]
+    return cells
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     window = parse_duration(args.window, option="--window")
     if window <= 0:
@@ -299,27 +316,24 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(dump_json(report))
         return OK
-    print(f"retries in the last {args.window} (outcomes store), dead letters (all time):\n")
-    if rows:
+    executions: dict[str, Any] = report["executions"]  # type: ignore[assignment]
+    tracked = bool(executions["tracked"])
+    if tracked:
         print(
-            table(
-                ["TASK", "RETRIES", "RETRY SUCCESS", "FAILED RETRIES BY TYPE", "DEAD LETTERS"],
-                (
-                    [
-                        r["task"],
-                        r["retries"],
-                        "-"
-                        if r["retry_success_rate"] is None
-                        else f"{100 * r['retry_success_rate']:.1f}%",
-                        _counts(r["failed_retries_by_type"]),
-                        f"{r['dead_letters']} {_counts(r['dead_letters_by_type'])}",
-                    ]
-                    for r in rows
-                ),
-            )
+            f"executions in the last {args.window}: {executions['executions']}, "
+            f"success rate {100 * executions['success_rate']:.1f}% "
+            "(successful attempts / attempts)"
         )
     else:
-        print("no retries or dead letters recorded")
+        print(f"{executions['note']}")
+    print(f"retries in the last {args.window} (outcomes store), dead letters (all time):\n")
+    if rows:
+        heads = ["TASK", "RETRIES", "RETRY SUCCESS", "FAILED RETRIES BY TYPE", "DEAD LETTERS"]
+        if tracked:
+            heads[1:1] = ["EXECUTIONS", "SUCCESS"]
+        print(table(heads, (_stats_row(r, tracked=tracked) for r in rows)))
+    else:
+        print("no executions, retries or dead letters recorded")
     print("\ndead-letter queue depth:")
     print(table(["STATUS", "RECORDS"], ([s.value, depth[s.value]] for s in DeadLetterStatus)))
     return OK
@@ -417,7 +431,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser(
-        "stats", parents=[store_option], help="retries per task and type, DLQ depth by status"
+        "stats",
+        parents=[store_option],
+        help="executions and retries per task and type, DLQ depth by status",
     )
     p.add_argument("--window", default="24h", metavar="DURATION", help="retry window (24h)")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from celery.exceptions import Ignore, Reject, Retry  # type: ignore[import-untyped]
 
+from resilience._operations import EXECUTIONS_KEY
 from resilience.breaker import CircuitBreaker
 from resilience.celery._replay import DEAD_LETTER_HEADER
 from resilience.celery._runtime import INSTALLS, Resilience
@@ -38,6 +39,7 @@ from resilience.errors import (
     DeadLetterConflict,
     IdempotencyInProgress,
     IdempotencyKeyMismatch,
+    StorageUnavailable,
 )
 from resilience.idempotency import IdempotencyGuard, idempotency_key, payload_fingerprint
 from resilience.taxonomy import FailureType
@@ -87,7 +89,9 @@ class TaskPlan:
         guard: the idempotency guard, if the task has a key.
         key: the task's ``idempotency_key`` option.
         guarded: whether a breaker or idempotency applies (the slower path).
-        track_first: whether successes of first attempts must be counted (retry budget).
+        track_first: whether successes of first attempts must be counted (retry budget,
+            or ``track_executions``).
+        track_executions: whether every attempt's outcome is recorded as an execution.
         installs: the install count the plan was built at (see ``INSTALLS``).
     """
 
@@ -99,6 +103,7 @@ class TaskPlan:
     key: bool | str | Callable[..., object] | None
     guarded: bool
     track_first: bool
+    track_executions: bool
     installs: int
 
 
@@ -120,7 +125,8 @@ def build_plan(runtime: Resilience, task_name: str, options: TaskOptions) -> Tas
         guard=guard,
         key=options.idempotency_key,
         guarded=options.guarded,
-        track_first=engine.budget is not None,
+        track_first=engine.budget is not None or runtime.settings.track_executions,
+        track_executions=runtime.settings.track_executions,
         installs=INSTALLS[0],
     )
 
@@ -299,6 +305,8 @@ def succeeded(plan: TaskPlan, task: Any, request: Any) -> None:
     """Count a success (a retried run, a first attempt for the budget); resolve a replay."""
     headers = request.headers or {}
     failures = _count(headers)
+    if plan.track_executions:
+        _execution(plan, task, success=True)
     if failures or plan.track_first:
         plan.engine.record_outcome(
             task.name,
@@ -327,6 +335,8 @@ def fail(
     headers = dict(request.headers or {})
     failures = _count(headers)
     queue = _queue(request)
+    if plan.track_executions:
+        _execution(plan, task, success=False)
     decision = plan.engine.decide(
         task.name,
         exc,
@@ -502,6 +512,16 @@ def _resolve_replay(plan: TaskPlan, task: Any, request: Any, *, duplicate: bool)
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _execution(plan: TaskPlan, task: Any, *, success: bool) -> None:
+    """Count one attempt in the outcomes store (best effort, like retry statistics)."""
+    try:
+        plan.engine.history.store.add(
+            task.name, EXECUTIONS_KEY, success=success, now=plan.runtime.clock.time()
+        )
+    except StorageUnavailable as exc:
+        _log.warning("execution of %s not counted: %s", task.name, exc)
 
 
 def _report(

@@ -31,6 +31,7 @@ __all__ = [
     "ENV_PREFIX",
     "ResilienceSettings",
     "TaskOptions",
+    "flag",
     "parse_policies",
     "parse_task_options",
     "resolve_settings",
@@ -50,11 +51,17 @@ _DURATIONS: Final[Mapping[str, float]] = MappingProxyType(
         "forced_open_delay": 60.0,
     }
 )
+# On/off settings -> their default; the environment spells them 1/0, true/false, yes/no, on/off.
+_FLAGS: Final[Mapping[str, bool]] = MappingProxyType({"track_executions": False})
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
 # Settings read from app.conf but not from the environment (objects, not strings).
 _CONF_ONLY: Final = frozenset({"policies"})
 # The store's env var is the one every part of the library reads.
 _ENV_NAMES: Final[Mapping[str, str]] = MappingProxyType({"store": "RESILIENCE_STORE_URL"})
-_KNOWN: Final = frozenset({"store", "on_store_error", "priority", *_DURATIONS, *_CONF_ONLY})
+_KNOWN: Final = frozenset(
+    {"store", "on_store_error", "priority", *_DURATIONS, *_FLAGS, *_CONF_ONLY}
+)
 
 _TASK_KEYS: Final = (
     "idempotency_lease",
@@ -82,6 +89,10 @@ class ResilienceSettings:
         forced_open_delay: how long to wait before re-checking a breaker forced open
             by an operator (no probe time exists).
         policies: per-type retry policies for the app's engine.
+        track_executions: record the outcome of every attempt (not only retries) in
+            the outcomes store, for the executions and success rate of ``resilience
+            stats`` and the dashboard. Off by default: a plain success then touches
+            no store.
     """
 
     store_url: str | None = None
@@ -94,8 +105,15 @@ class ResilienceSettings:
     policies: Mapping[FailureType, RetryPolicy] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    track_executions: bool = False
 
     def __post_init__(self) -> None:
+        for name in _FLAGS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ConfigurationError(
+                    f"{name} must be True or False, got {value!r}", key=name, value=value
+                )
         for name in _DURATIONS:
             value = getattr(self, name)
             if not isinstance(value, float) or not value > 0 or math.isinf(value):
@@ -216,10 +234,41 @@ def resolve_settings(
         found = pick(name)
         if found is not None:
             values[name] = duration(found[1], key=found[0])
+    for name in _FLAGS:
+        found = pick(name)
+        if found is not None:
+            values[name] = flag(found[1], key=found[0])
     found = pick("policies")
     if found is not None:
         values["policies"] = parse_policies(found[1], key=found[0])
     return ResilienceSettings(**values)
+
+
+def flag(value: object, *, key: str) -> bool:
+    """An on/off setting from a bool or a string (from the environment).
+
+    Args:
+        value: ``True``/``False``, or ``1``/``0``, ``true``/``false``, ``yes``/``no``,
+            ``on``/``off`` in any case.
+        key: the name of the setting in its source, for the message.
+
+    Returns:
+        The setting's value.
+
+    Raises:
+        ConfigurationError: any other value.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ConfigurationError(
+        f"{key} must be true or false (1/0, yes/no, on/off), got {value!r}", key=key, value=value
+    )
 
 
 def parse_policies(value: object, *, key: str) -> Mapping[FailureType, RetryPolicy]:

@@ -165,6 +165,7 @@ def install(
     in_progress_delay: float | timedelta | None = None,
     min_deferral: float | timedelta | None = None,
     forced_open_delay: float | timedelta | None = None,
+    track_executions: bool | None = None,
 ) -> Resilience:
     """Set the defaults of every :class:`ResilientTask` of ``app``; call it once per app.
 
@@ -194,6 +195,10 @@ def install(
         in_progress_delay: the longest wait before re-checking a key held elsewhere.
         min_deferral: the shortest countdown of a deferral (default 1 s).
         forced_open_delay: the wait before re-checking a breaker forced open.
+        track_executions: record every attempt's outcome (success or failure, first
+            attempts and retries once each) for the executions and success rate of
+            ``resilience stats`` and the dashboard; default ``False`` (a plain success
+            then touches no store).
 
     Returns:
         The app's :class:`Resilience` (also reachable as ``runtime_for(app)``).
@@ -209,6 +214,7 @@ def install(
         "in_progress_delay": in_progress_delay,
         "min_deferral": min_deferral,
         "forced_open_delay": forced_open_delay,
+        "track_executions": track_executions,
     }
     if isinstance(store, str):
         given["store"] = store

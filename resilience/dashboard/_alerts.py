@@ -1,8 +1,9 @@
 """Alert rules over the dashboard's snapshot, and the sinks that hear about alerts.
 
 The defaults are the seed's thresholds: dead-letter depth (PENDING + RETRYING)
-above 50 is critical and above 20 a warning; a retry success rate below 90 % a
-warning; an open breaker critical; any dead letter of a system failure (out of
+above 50 is critical and above 20 a warning; a success rate below 90 % a warning
+(the task executions' success rate when workers track executions, else the retry
+success rate); an open breaker critical; any dead letter of a system failure (out of
 memory, disk full) critical. :class:`AlertRules` changes them; sinks
 (:class:`LogSink`, :class:`WebhookSink`, any callable taking an :class:`Alert`)
 are told once when an alert starts, not on every page view.
@@ -24,6 +25,7 @@ from resilience.taxonomy import AlertLevel, FailureType
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from resilience._operations import Executions
     from resilience.dashboard._context import Snapshot
 
 __all__ = ["Alert", "AlertMonitor", "AlertRules", "AlertSink", "LogSink", "WebhookSink", "evaluate"]
@@ -68,7 +70,8 @@ class AlertRules:
     Attributes:
         dlq_warning: active dead letters (PENDING + RETRYING) above which to warn.
         dlq_critical: active dead letters above which it is critical.
-        success_rate_warning: warn when the retry success rate is below this (0..1).
+        success_rate_warning: warn when the success rate is below this (0..1): the
+            executions' when tracked (``track_executions``), else the retries'.
         open_breaker_level: the level of an open breaker alert.
         critical_breakers: only these breakers alert when open (``None``: every one).
         system_failure_types: types whose active dead letters are critical.
@@ -120,8 +123,21 @@ class AlertRules:
             )
 
 
-def evaluate(rules: AlertRules, snap: Snapshot) -> list[Alert]:
-    """The alerts in force for ``snap`` under ``rules``, most severe first."""
+def evaluate(
+    rules: AlertRules, snap: Snapshot, *, executions: Executions | None = None
+) -> list[Alert]:
+    """The alerts in force for ``snap`` under ``rules``, most severe first.
+
+    Args:
+        rules: the thresholds.
+        snap: the dead letters, breakers and retries read once.
+        executions: the tracked executions over the same window; when any were
+            tracked, the success-rate rule uses their overall rate instead of the
+            retries' (subject ``"executions"`` instead of ``"retries"``).
+
+    Returns:
+        The alerts.
+    """
     alerts: list[Alert] = []
     by_status = snap.summary.by_status
     active = by_status[DeadLetterStatus.PENDING] + by_status[DeadLetterStatus.RETRYING]
@@ -140,14 +156,19 @@ def evaluate(rules: AlertRules, snap: Snapshot) -> list[Alert]:
                 )
             )
             break
-    rate, floor = snap.success_rate, rules.success_rate_warning
+    floor = rules.success_rate_warning
+    if executions is not None and executions.tracked:
+        rate, subject = executions.success_rate, "executions"
+        what = f"task success rate {{:.1%}} over {executions.total} executions"
+    else:
+        rate, subject, what = snap.success_rate, "retries", "retry success rate {:.1%}"
     if floor is not None and rate is not None and rate < floor:
         alerts.append(
             Alert(
                 rule="success_rate",
-                subject="retries",
+                subject=subject,
                 level=AlertLevel.WARNING,
-                message=f"retry success rate {rate:.1%} is below {floor:.0%}",
+                message=f"{what.format(rate)} is below {floor:.0%}",
                 value=rate,
             )
         )
@@ -272,9 +293,17 @@ class AlertMonitor:
         self._active: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
 
-    def check(self, snap: Snapshot) -> list[Alert]:
-        """The alerts in force; sinks hear about each one once, when it starts."""
-        alerts = evaluate(self.rules, snap)
+    def check(self, snap: Snapshot, *, executions: Executions | None = None) -> list[Alert]:
+        """The alerts in force; sinks hear about each one once, when it starts.
+
+        Args:
+            snap: the state to evaluate.
+            executions: the tracked executions, for the success-rate rule.
+
+        Returns:
+            The alerts in force (see :func:`evaluate`).
+        """
+        alerts = evaluate(self.rules, snap, executions=executions)
         keys = {(a.rule, a.subject, a.level.value) for a in alerts}
         with self._lock:
             new = [a for a in alerts if (a.rule, a.subject, a.level.value) not in self._active]

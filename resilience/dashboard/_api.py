@@ -381,7 +381,7 @@ async def failure_trends(request: Request) -> Response:
 
 @_json_errors
 async def stats(request: Request) -> Response:
-    """``GET /api/stats/?window=24h``: retries per task and type, DLQ depth and summary."""
+    """``GET /api/stats/?window=24h``: executions and retries per task, DLQ depth and summary."""
     context = _context(request)
     raw = _one(request, "window") or "24h"
     window = _operations.parse_duration(raw, option="window")
@@ -411,7 +411,11 @@ async def alerts(request: Request) -> Response:
     context = _context(request)
 
     def read() -> list[dict[str, object]]:
-        return [a.to_dict() for a in context.monitor.check(snapshot(context))]
+        snap = snapshot(context)
+        tracked = _operations.executions(
+            context.store.outcomes, window=snap.window, now=context.clock.time()
+        )
+        return [a.to_dict() for a in context.monitor.check(snap, executions=tracked)]
 
     return JSONResponse({"alerts": await run_in_threadpool(read)})
 

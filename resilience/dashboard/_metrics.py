@@ -6,6 +6,7 @@ Series (every one needs the bearer token, like the API)::
     resilience_circuit_breaker_state{breaker="payments",state="open"} 1
     resilience_circuit_breaker_consecutive_failures{breaker="payments"} 5
     resilience_retries{failure_type="TRANSIENT_NETWORK",outcome="failure"} 7
+    resilience_task_executions{task="shop.charge",outcome="success"} 120
     resilience_alerts{level="critical"} 1
 """
 
@@ -17,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from resilience import _operations
 from resilience.dashboard._context import snapshot
 from resilience.storage.base import CircuitState
 from resilience.storage.records import DeadLetterStatus
@@ -96,7 +98,24 @@ def render(context: Context) -> str:
         _series("resilience_retries", {"failure_type": t, "outcome": o}, n)
         for (t, o), n in sorted(snap.retries.items())
     ]
-    alerts = context.monitor.check(snap)
+    tracked = _operations.executions(
+        context.store.outcomes, window=snap.window, now=context.clock.time()
+    )
+    lines += [
+        (
+            f"# HELP resilience_task_executions Task attempts in the last {snap.window:g} s, "
+            "by task and outcome (only with track_executions)."
+        ),
+        "# TYPE resilience_task_executions gauge",
+    ]
+    for task, (ok, bad) in sorted(tracked.by_task.items()):
+        lines.append(
+            _series("resilience_task_executions", {"task": task, "outcome": "success"}, ok)
+        )
+        lines.append(
+            _series("resilience_task_executions", {"task": task, "outcome": "failure"}, bad)
+        )
+    alerts = context.monitor.check(snap, executions=tracked)
     lines += [
         "# HELP resilience_alerts Alerts in force, by level.",
         "# TYPE resilience_alerts gauge",

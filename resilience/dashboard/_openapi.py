@@ -66,6 +66,40 @@ _FILTERS = [
 _ID = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
+_COUNT = {"type": ["integer", "null"]}
+_RATE = {"type": ["number", "null"], "description": "0..1, rounded to 4 places; null: unknown."}
+_EXECUTIONS = {
+    "type": "object",
+    "description": "Tracked executions over the window, all tasks (track_executions).",
+    "required": ["tracked", "executions", "successes", "failures", "success_rate", "note"],
+    "properties": {
+        "tracked": {"type": "boolean", "description": "Whether any execution was recorded."},
+        "executions": {**_COUNT, "description": "Attempts, each counted once."},
+        "successes": {**_COUNT, "description": "Successful attempts."},
+        "failures": {**_COUNT, "description": "Failed attempts."},
+        "success_rate": {**_RATE, "description": "successes / executions (null: not tracked)."},
+        "note": {
+            "type": ["string", "null"],
+            "description": "'executions not tracked: enable track_executions' when not tracked.",
+        },
+    },
+}
+_STATS_TASK = {
+    "type": "object",
+    "properties": {
+        "task": {"type": "string"},
+        "executions": {**_COUNT, "description": "Attempts (null: executions not tracked)."},
+        "successes": {**_COUNT, "description": "Successful attempts (null: not tracked)."},
+        "success_rate": {**_RATE, "description": "successes / executions."},
+        "retries": {"type": "integer"},
+        "retry_successes": {"type": "integer"},
+        "retry_success_rate": _RATE,
+        "failed_retries_by_type": {"type": "object"},
+        "dead_letters": {"type": "integer"},
+        "dead_letters_by_type": {"type": "object"},
+    },
+}
+
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
@@ -254,8 +288,25 @@ def openapi(*, server: str = "/") -> dict[str, Any]:
         },
         "/api/stats/": {
             "get": _op(
-                "Retries per task and failure type, dead letters by task, type and status.",
-                _json({"type": "object"}, "Statistics."),
+                "Task executions and success rate (overall and per task), retries per "
+                "task and failure type, dead letters by task, type and status. Executions "
+                "are attempts (first attempts and retries, once each) recorded only by "
+                "workers with track_executions; success_rate = successful attempts / "
+                "attempts. Without tracking, executions.tracked is false, the counts are "
+                "null and executions.note says how to enable it.",
+                _json(
+                    _body(
+                        window_seconds={"type": "number"},
+                        executions=_EXECUTIONS,
+                        tasks={"type": "array", "items": _STATS_TASK},
+                        dead_letters_by_status={
+                            "type": "object",
+                            "additionalProperties": {"type": "integer"},
+                        },
+                        dead_letters={"type": "object"},
+                    ),
+                    "Statistics.",
+                ),
                 400,
                 parameters=[_query("window", "Retry window: 90s, 12h, 7d (24h); at most 7d.")],
             )

@@ -217,11 +217,14 @@ def _set_cookie(
 
 @_page
 async def overview(request: Request) -> Response:
-    """``GET /``: DLQ depth, open breakers, failure types, alerts, retry success."""
+    """``GET /``: executions, DLQ depth, open breakers, failure types, alerts, retry success."""
     context = _context(request)
 
     def read() -> dict[str, Any]:
         snap = snapshot(context)
+        tracked = _operations.executions(
+            context.store.outcomes, window=snap.window, now=context.clock.time()
+        )
         active = (DeadLetterStatus.PENDING, DeadLetterStatus.RETRYING)
         critical = {
             t.value: n
@@ -231,7 +234,9 @@ async def overview(request: Request) -> Response:
         }
         return {
             "snap": snap,
-            "alerts": context.monitor.check(snap),
+            "alerts": context.monitor.check(snap, executions=tracked),
+            "executions": tracked,
+            "not_tracked": _operations.NOT_TRACKED,
             "open_breakers": [row for row in snap.breakers if is_open(row)],
             "critical": critical,
             "retries": sum(snap.retries.values()),

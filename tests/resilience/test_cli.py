@@ -19,6 +19,7 @@ from resilience import (
     OutcomeHistory,
     open_store,
 )
+from resilience._operations import EXECUTIONS_KEY
 from resilience.cli import main
 from resilience.storage import DeadLetterStatus
 from resilience.taxonomy import FailureType
@@ -560,6 +561,37 @@ def test_stats_reports_retries_per_task_and_dlq_depth(
     _, out, _ = run(capsys, "stats")
     assert "75.0%" in out
     assert "ABANDONED  1" in out
+
+
+def test_stats_show_executions_when_tracked_and_say_so_when_not(
+    dlq: Populated, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Executions and their success rate come from track_executions; else a note, not zeros."""
+    _, out, _ = run(capsys, "stats")
+    assert out.startswith("executions not tracked: enable track_executions\n")
+    assert "EXECUTIONS" not in out
+    _, out, _ = run(capsys, "stats", "--json")
+    note = json.loads(out)["executions"]["note"]
+    assert note == "executions not tracked: enable track_executions"
+    store = open_store(dlq.url)
+    now = time.time()
+    for success in (True, True, True, False):
+        store.outcomes.add("send_email", EXECUTIONS_KEY, success=success, now=now)
+    store.close()
+
+    status, out, _ = run(capsys, "stats", "--json")
+    assert status == 0
+    report = json.loads(out)
+    assert report["executions"]["executions"] == 4
+    assert report["executions"]["success_rate"] == 0.75
+    tasks = {row["task"]: row for row in report["tasks"]}
+    assert (tasks["send_email"]["executions"], tasks["send_email"]["successes"]) == (4, 3)
+    assert tasks["charge"]["executions"] == 0
+    assert tasks["send_email"]["retries"] == 0  # executions are not retries
+    _, out, _ = run(capsys, "stats")
+    assert out.startswith("executions in the last 24h: 4, success rate 75.0%")
+    header = next(line for line in out.splitlines() if line.startswith("TASK"))
+    assert header.split()[:4] == ["TASK", "EXECUTIONS", "SUCCESS", "RETRIES"]
 
 
 def test_stats_rejects_a_bad_window(dlq: Populated, capsys: pytest.CaptureFixture[str]) -> None:
