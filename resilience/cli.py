@@ -353,7 +353,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     celery_app = load_app(args.app) if args.app else None
     store = open_cli_store(args.store)
     try:
-        app = usage_errors(create_app)(store, celery_app=celery_app)
+        app = usage_errors(create_app)(
+            store, celery_app=celery_app, alert_interval=args.alert_interval
+        )
     except CommandError:
         store.close()
         raise
@@ -451,6 +453,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="MODULE:ATTR",
         help="the Celery app (resilience.celery.install'ed) that retries re-enqueue through",
+    )
+    p.add_argument(
+        "--alert-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="check alerts and notify the sinks every SECONDS while serving (60; 0: only "
+        "when a page, /api/alerts/ or /metrics is read)",
     )
     p.set_defaults(func=_cmd_dashboard)
     return parser

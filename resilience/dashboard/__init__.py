@@ -14,16 +14,20 @@ Needs the ``dashboard`` extra (``starlette``, ``jinja2``, ``python-multipart``,
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse
 
-from resilience.clock import Clock, system_clock
-from resilience.dashboard import _api, _metrics, _pages
+from resilience import _operations
+from resilience.clock import Clock, seconds_of, system_clock
+from resilience.dashboard import _alerts, _api, _metrics, _pages
 from resilience.dashboard._alerts import (
     Alert,
     AlertMonitor,
@@ -33,13 +37,14 @@ from resilience.dashboard._alerts import (
     WebhookSink,
 )
 from resilience.dashboard._auth import READ_TOKEN_ENV, TOKEN_ENV, AuthMiddleware, Credentials
-from resilience.dashboard._context import Context
+from resilience.dashboard._context import Context, snapshot
 from resilience.dead_letter import DeadLetterQueue
 from resilience.errors import ConfigurationError
 from resilience.storage import open_store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
+    from datetime import timedelta
 
     from starlette.requests import Request
     from starlette.responses import Response
@@ -71,6 +76,7 @@ def create_app(
     alert_sinks: Iterable[AlertSink] = (),
     clock: Clock = system_clock,
     session_secret: bytes | None = None,
+    alert_interval: float | timedelta | None = 60.0,
 ) -> Starlette:
     """Build the dashboard's ASGI app.
 
@@ -88,14 +94,21 @@ def create_app(
         session_secret: the key that signs session cookies (default: random, so
             sessions end when the process does; pass one to share sessions
             between processes).
+        alert_interval: seconds between alert checks run by a background task
+            while the app is served (so sinks hear about alerts with nobody
+            looking); ``None`` or ``0`` turns the timer off. The task starts
+            and stops with the app's lifespan, which a host app must forward
+            when it mounts the dashboard (see ``docs/dashboard.md``).
 
     Returns:
         The app. Mount it under a prefix to serve it inside another app.
 
     Raises:
         ConfigurationError: no token configured (there are no default
-            credentials), a short token, or a bad argument.
+            credentials), a short token, a negative or non-finite
+            ``alert_interval``, or a bad argument.
     """
+    interval = _interval(alert_interval)
     credentials = Credentials(
         token=token if token is not None else os.environ.get(TOKEN_ENV) or None,
         read_token=read_token if read_token is not None else os.environ.get(READ_TOKEN_ENV) or None,
@@ -128,9 +141,15 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        if context.owns_store:
-            context.store.close()
+        try:
+            async with anyio.create_task_group() as group:
+                if interval:
+                    group.start_soon(_watch, context, interval, name="resilience alert timer")
+                yield
+                group.cancel_scope.cancel()
+        finally:
+            if context.owns_store:
+                context.store.close()
 
     app = Starlette(
         routes=[*_api.routes(), *_metrics.routes(), *_pages.routes()],
@@ -140,7 +159,46 @@ def create_app(
     )
     app.state.context = context
     app.state.credentials = credentials
+    app.state.alert_interval = interval
     return app
+
+
+def _interval(value: float | timedelta | None) -> float:
+    """``alert_interval`` in seconds, 0.0 when the timer is off."""
+    if value is None:
+        return 0.0
+    try:
+        seconds = seconds_of(value, name="alert_interval")
+    except TypeError as exc:
+        raise ConfigurationError(str(exc), key="alert_interval", value=value) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigurationError(
+            f"alert_interval must be a finite number of seconds >= 0 (0 or None: no timer), "
+            f"got {value!r}",
+            key="alert_interval",
+            value=value,
+        )
+    return seconds
+
+
+def _check_alerts(context: Context) -> list[Alert]:
+    """One alert evaluation, as the overview does it: read the store, tell the sinks.
+
+    Blocking (store reads): the timer runs it in a worker thread.
+
+    Raises:
+        Exception: whatever the store raises (the timer logs it and goes on).
+    """
+    snap = snapshot(context)
+    tracked = _operations.executions(
+        context.store.outcomes, window=snap.window, now=context.clock.time()
+    )
+    return context.monitor.check(snap, executions=tracked)
+
+
+async def _watch(context: Context, interval: float) -> None:
+    """The timer task: :func:`_check_alerts` every ``interval`` seconds until cancelled."""
+    await _alerts.watch(functools.partial(_check_alerts, context), interval=interval)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

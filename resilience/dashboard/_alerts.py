@@ -6,7 +6,9 @@ above 50 is critical and above 20 a warning; a success rate below 90 % a warning
 success rate); an open breaker critical; any dead letter of a system failure (out of
 memory, disk full) critical. :class:`AlertRules` changes them; sinks
 (:class:`LogSink`, :class:`WebhookSink`, any callable taking an :class:`Alert`)
-are told once when an alert starts, not on every page view.
+are told once when an alert starts, not on every page view. :func:`watch` is the
+server's timer: it runs a check every few seconds, so an unattended dashboard
+still tells its sinks.
 """
 
 from __future__ import annotations
@@ -18,17 +20,30 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from anyio import sleep
+from starlette.concurrency import run_in_threadpool
+
 from resilience.errors import ConfigurationError
 from resilience.storage.records import DeadLetterStatus
 from resilience.taxonomy import AlertLevel, FailureType
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from resilience._operations import Executions
     from resilience.dashboard._context import Snapshot
 
-__all__ = ["Alert", "AlertMonitor", "AlertRules", "AlertSink", "LogSink", "WebhookSink", "evaluate"]
+__all__ = [
+    "Alert",
+    "AlertMonitor",
+    "AlertRules",
+    "AlertSink",
+    "LogSink",
+    "WebhookSink",
+    "check_once",
+    "evaluate",
+    "watch",
+]
 
 _log = logging.getLogger("resilience.dashboard.alerts")
 
@@ -315,3 +330,37 @@ class AlertMonitor:
                 except Exception:  # noqa: BLE001 - a broken sink must not break the dashboard
                     _log.exception("alert sink %r failed for %s", sink, alert.rule)
         return alerts
+
+
+async def check_once(check: Callable[[], object]) -> bool:
+    """Run one alert check in a worker thread (store reads block), logging any failure.
+
+    Args:
+        check: reads the store and tells the sinks (sink failures are already
+            logged by :meth:`AlertMonitor.check`).
+
+    Returns:
+        Whether the check completed; a failure (an unreachable store, say) is
+        logged with its traceback and not raised, so the timer keeps going.
+    """
+    try:
+        await run_in_threadpool(check)
+    except Exception:  # noqa: BLE001 - the timer outlives a store outage
+        _log.exception("periodic alert check failed; the next one runs as scheduled")
+        return False
+    return True
+
+
+async def watch(check: Callable[[], object], *, interval: float) -> None:
+    """Wait ``interval`` seconds, run :func:`check_once`, forever (until cancelled).
+
+    The first check comes one interval after start-up, not at once, so opening
+    the app (a test client, a rolling restart) reads nothing from the store.
+
+    Args:
+        check: the check to run (see :func:`check_once`).
+        interval: seconds between checks (> 0).
+    """
+    while True:
+        await sleep(interval)
+        await check_once(check)

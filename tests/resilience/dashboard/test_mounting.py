@@ -1,4 +1,4 @@
-"""The dashboard mounted under ``/ops`` inside Starlette, Django (ASGI) and Flask (WSGI).
+"""The dashboard mounted under ``/ops`` in Starlette, FastAPI, Django (ASGI) and Flask (WSGI).
 
 Each host app keeps its own routes; through it an operator logs in with the
 form, reads the overview, and calls the API (a GET and a POST). Django's
@@ -8,6 +8,7 @@ settings are process-global, so the Django host runs in a subprocess.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from resilience.dashboard import create_app
 from .conftest import OPERATOR, READER, Populated
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
     from starlette.requests import Request
 
@@ -67,6 +68,58 @@ def test_starlette_mount(populated: Populated) -> None:
     record = populated.records["oom"]
     resolved = client.post(f"/ops/api/dlq/{record.id}/resolve/", headers=bearer)
     assert resolved.status_code == 200, resolved.text
+    assert populated.get(record.id).status is DeadLetterStatus.RESOLVED
+
+
+def test_fastapi_mount(populated: Populated) -> None:
+    """FastAPI's ``app.mount``: login, overview and API under /ops; the host forwards lifespan."""
+    from fastapi import FastAPI
+
+    dashboard = create_app(
+        populated.store, token=OPERATOR, read_token=READER, clock=populated.clock
+    )
+    entered: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Mounted apps get no lifespan of their own: the host runs the dashboard's
+        # (its alert timer) inside its own.
+        async with dashboard.router.lifespan_context(dashboard):
+            entered.append("dashboard")
+            yield
+
+    site = FastAPI(lifespan=lifespan)
+
+    @site.get("/")
+    def home() -> dict[str, str]:
+        return {"host": "fastapi"}
+
+    site.mount("/ops", dashboard)
+    with TestClient(site) as client:
+        assert entered == ["dashboard"]
+        assert client.get("/").json() == {"host": "fastapi"}
+        assert client.get("/ops/", follow_redirects=False).headers["location"] == "/ops/login"
+        form = client.get("/ops/login").text
+        assert 'action="/ops/login"' in form
+        answer = client.post(
+            "/ops/login", data={"token": OPERATOR, "nonce": _nonce(form)}, follow_redirects=False
+        )
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/ops/"
+        assert "Path=/ops" in answer.headers["set-cookie"]
+        overview = client.get("/ops/")
+        assert overview.status_code == 200
+        assert 'href="/ops/dlq/"' in overview.text
+        assert 'data-status="PENDING"><span>PENDING</span><b>4</b>' in overview.text
+        reader = {"Authorization": f"Bearer {READER}"}
+        assert len(client.get("/ops/api/dlq/", headers=reader).json()["records"]) == 4
+        record = populated.records["oom"]
+        refused = client.post(f"/ops/api/dlq/{record.id}/resolve/", headers=reader)
+        assert refused.status_code == 403
+        operator = {"Authorization": f"Bearer {OPERATOR}"}
+        resolved = client.post(f"/ops/api/dlq/{record.id}/resolve/", headers=operator)
+        assert resolved.status_code == 200, resolved.text
+        assert client.get("/openapi.json").json()["paths"].keys() == {"/"}
     assert populated.get(record.id).status is DeadLetterStatus.RESOLVED
 
 
