@@ -21,6 +21,15 @@ start() {
     command -v redis-server >/dev/null || {
         log "redis-server is not installed (Debian: apt-get install -y redis-server)"; exit 1; }
     [ -x "$PG_BIN/initdb" ] || { log "PostgreSQL 15 not found in $PG_BIN"; exit 1; }
+    # A server already on a port would answer for ours: refuse rather than test against it.
+    if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+        log "port $REDIS_PORT is in use (REDIS_PORT): stop that server or choose another port"
+        exit 1
+    fi
+    if "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT" >/dev/null 2>&1; then
+        log "port $PG_PORT is in use (PG_PORT): stop that server or choose another port"
+        exit 1
+    fi
     dir=$(mktemp -d /tmp/taskchaos-servers.XXXXXX)
     echo "$dir" > "$STATE_FILE"
 
@@ -34,7 +43,7 @@ start() {
         log "initdb failed:"; cat "$dir/initdb.log" >&2; exit 1; }
     "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w \
         -o "-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" \
-        start >/dev/null
+        start >/dev/null || { log "postgres did not start:"; cat "$dir/pg.log" >&2; exit 1; }
 
     for _ in $(seq 50); do
         redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
