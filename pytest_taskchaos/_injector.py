@@ -119,10 +119,6 @@ class Injector:
         """Whether any injection fires at ``point``."""
         return bool(self._by_point.get(point))
 
-    def patched_tasks(self) -> set[str]:
-        """The names of the tasks whose ``run`` is wrapped."""
-        return set(self._tasks)
-
     def _patch_for(self, injection: Injection) -> None:
         if injection.at in (_ENTRY, _EXIT):
             for name in sorted(self.app.tasks):
@@ -199,7 +195,7 @@ class Injector:
                 continue
             if injection.fault.duplicate_delivery and current is not None and current.duplicate:
                 continue  # a duplicate is not duplicated again
-            active.calls += 1
+            active.calls = self.count_call(active)
             call = CallInfo(
                 task_name=task_name,
                 queue=None if current is None else current.queue,
@@ -210,5 +206,13 @@ class Injector:
                 call_index=active.calls,
             )
             if injection.schedule.should_fire(call, self._decisions):
-                active.fired += 1
+                active.fired = self.count_firing(active)
                 self._on_fire(active, point, detail)
+
+    def count_call(self, active: Active) -> int:
+        """The call's 1-based index among the calls reaching ``active``'s point."""
+        return active.calls + 1
+
+    def count_firing(self, active: Active) -> int:
+        """How many times ``active`` has fired, this firing included."""
+        return active.fired + 1

@@ -262,34 +262,17 @@ class _SharedInjector(Injector):
         """A fresh decision source for a forked pool process."""
         self._decisions = random.Random(f"{seed}:{os.getpid()}")
 
-    def fire(self, point: str, task_name: str, detail: str | None = None) -> None:
-        """As the simulation's, with the call index taken from the shared counter."""
-        actives = self._by_point.get(point)
-        if not actives:
-            return
-        run = self._recorder.current
-        message = None if run is None else run.message
-        client, keys = self._recorder.client, self._recorder.keys
-        from pytest_taskchaos.schedules import CallInfo  # noqa: PLC0415 -- beside its use
+    def count_call(self, active: Active) -> int:
+        """The call index from the shared counter, so schedules span pool processes."""
+        recorder = self._recorder
+        key = recorder.keys.counter(self._indexes[id(active)], "calls")
+        return int(recorder.client.incr(key))
 
-        for active in actives:
-            injection = active.injection
-            if not injection.matches(task_name):
-                continue
-            index = self._indexes[id(active)]
-            active.calls = int(client.incr(keys.counter(index, "calls")))
-            call = CallInfo(
-                task_name=task_name,
-                queue=None if message is None else message.queue,
-                args=() if message is None else tuple(message.body[0]),
-                kwargs={} if message is None else message.body[1],
-                retries=0 if message is None else message.attempt - 1,
-                now=self._now(),
-                call_index=active.calls,
-            )
-            if injection.schedule.should_fire(call, self._decisions):
-                active.fired = int(client.incr(keys.counter(index, "fired")))
-                self._on_fire(active, point, detail)
+    def count_firing(self, active: Active) -> int:
+        """The firings from the shared counter."""
+        recorder = self._recorder
+        key = recorder.keys.counter(self._indexes[id(active)], "fired")
+        return int(recorder.client.incr(key))
 
     def _fired(self, active: Active, where: str, detail: str | None) -> None:
         fault = active.injection.fault

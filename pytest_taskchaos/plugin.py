@@ -336,32 +336,6 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 # --------------------------------------------------------------------------- fixtures
 
 
-def _load_app(path: str) -> Any:
-    """Import ``module:attribute``; call it when it is a factory rather than an app."""
-    import importlib  # noqa: PLC0415
-
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        msg = f"chaos_app must be 'package.module:attribute', got {path!r}"
-        raise pytest.UsageError(msg)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        msg = f"chaos_app {path!r}: cannot import {module_name!r}: {error}"
-        raise pytest.UsageError(msg) from None
-    try:
-        target = getattr(module, attribute)
-    except AttributeError:
-        msg = f"chaos_app {path!r}: module {module_name!r} has no attribute {attribute!r}"
-        raise pytest.UsageError(msg) from None
-    if not hasattr(target, "tasks") and callable(target):
-        target = target()
-    if not hasattr(target, "tasks"):
-        msg = f"chaos_app {path!r} is not a Celery app (no .tasks): {target!r}"
-        raise pytest.UsageError(msg)
-    return target
-
-
 @pytest.fixture
 def chaos_app(request: pytest.FixtureRequest) -> Any:
     """The Celery app chaos tests run: override this fixture, or set ini ``chaos_app``.
@@ -377,7 +351,14 @@ def chaos_app(request: pytest.FixtureRequest) -> Any:
             "returning it"
         )
         raise pytest.UsageError(msg)
-    return _load_app(path)
+    from pytest_taskchaos.runner import load_app  # noqa: PLC0415 -- imports Celery
+    from resilience.errors import ConfigurationError  # noqa: PLC0415
+
+    try:
+        return load_app(path)
+    except ConfigurationError as error:
+        msg = f"chaos_app (ini chaos_app or env TASKCHAOS_APP): {error}"
+        raise pytest.UsageError(msg) from None
 
 
 @pytest.fixture

@@ -782,7 +782,7 @@ def test_the_app_comes_from_a_chaos_app_fixture_or_the_ini_and_its_absence_says_
     result = pytester.runpytest("test_no_app.py")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["E * chaos_app 'shopapp:nope': module 'shopapp' has no attribute 'nope'"]
+        ["E *chaos_app*TASKCHAOS_APP): app 'shopapp:nope': 'shopapp' has no attribute 'nope'*"]
     )
 
 

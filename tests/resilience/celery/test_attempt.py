@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import random
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from celery import Celery, states
 from celery.exceptions import Retry
 
-from resilience import CircuitState, FailureType, FakeClock, RetryPolicy
+from resilience import CircuitState, FailureType, FakeClock, RetryEngine, RetryPolicy
 from resilience.celery import FAILURES_HEADER, Resilience, ResilientTask, install
 from resilience.celery.signals import (
     on_breaker_call,
@@ -252,8 +253,17 @@ def test_the_breaker_is_shared_by_apps_on_the_same_store(
 def test_a_failure_that_opens_the_breaker_retries_at_the_probe(
     app: Celery, store: MemoryStore, clock: FakeClock, worker: InProcessWorker
 ) -> None:
-    """When a failure trips the breaker, the retry waits for the probe, not the short backoff."""
-    runtime = install(app, store=store, clock=clock, policies={FailureType.TRANSIENT_NETWORK: FAST})
+    """When a failure trips the breaker, the retry waits past the probe, not the short backoff.
+
+    Past it by a seeded spread, so the tasks one outage failed do not all return at once.
+    """
+    runtime = install(
+        app,
+        store=store,
+        clock=clock,
+        rng=random.Random(1),
+        policies={FailureType.TRANSIENT_NETWORK: FAST},
+    )
     breaker = runtime.breaker("payments-api")
     for _ in range((breaker.failure_threshold or 1) - 1):
         breaker.record_failure(ConnectionError("down"))
@@ -261,7 +271,10 @@ def test_a_failure_that_opens_the_breaker_retries_at_the_probe(
     call_api.delay(1)
     delivery = worker.run_next()
     assert breaker.state is CircuitState.OPEN
-    assert breaker.reset_timeout <= delivery.result.when <= breaker.reset_timeout * 1.5
+    # The same draw as an engine seeded alike (FAST has no jitter: nothing drawn before).
+    expected = RetryEngine(rng=random.Random(1)).spread(breaker.reset_timeout)
+    assert breaker.reset_timeout < delivery.result.when <= breaker.reset_timeout * 1.5
+    assert delivery.result.when == pytest.approx(expected)
 
 
 def test_on_breaker_change_is_sent_on_every_transition(app: Celery, resilience: Resilience) -> None:
