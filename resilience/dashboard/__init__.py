@@ -25,7 +25,6 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse
 
-from resilience import _operations
 from resilience.clock import Clock, seconds_of, system_clock
 from resilience.dashboard import _alerts, _api, _metrics, _pages
 from resilience.dashboard._alerts import (
@@ -189,11 +188,7 @@ def _check_alerts(context: Context) -> list[Alert]:
     Raises:
         Exception: whatever the store raises (the timer logs it and goes on).
     """
-    snap = snapshot(context)
-    tracked = _operations.executions(
-        context.store.outcomes, window=snap.window, now=context.clock.time()
-    )
-    return context.monitor.check(snap, executions=tracked)
+    return context.monitor.check(snapshot(context))
 
 
 async def _watch(context: Context, interval: float) -> None:

@@ -30,7 +30,6 @@ from resilience.taxonomy import AlertLevel, FailureType
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from resilience._operations import Executions
     from resilience.dashboard._context import Snapshot
 
 __all__ = [
@@ -138,17 +137,12 @@ class AlertRules:
             )
 
 
-def evaluate(
-    rules: AlertRules, snap: Snapshot, *, executions: Executions | None = None
-) -> list[Alert]:
+def evaluate(rules: AlertRules, snap: Snapshot) -> list[Alert]:
     """The alerts in force for ``snap`` under ``rules``, most severe first.
 
     Args:
         rules: the thresholds.
-        snap: the dead letters, breakers and retries read once.
-        executions: the tracked executions over the same window; when any were
-            tracked, the success-rate rule uses their overall rate instead of the
-            retries' (subject ``"executions"`` instead of ``"retries"``).
+        snap: the dead letters, breakers, retries and executions read once.
 
     Returns:
         The alerts.
@@ -172,7 +166,8 @@ def evaluate(
             )
             break
     floor = rules.success_rate_warning
-    if executions is not None and executions.tracked:
+    executions = snap.executions
+    if executions.tracked:
         rate, subject = executions.success_rate, "executions"
         what = f"task success rate {{:.1%}} over {executions.total} executions"
     else:
@@ -308,17 +303,16 @@ class AlertMonitor:
         self._active: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
 
-    def check(self, snap: Snapshot, *, executions: Executions | None = None) -> list[Alert]:
+    def check(self, snap: Snapshot) -> list[Alert]:
         """The alerts in force; sinks hear about each one once, when it starts.
 
         Args:
             snap: the state to evaluate.
-            executions: the tracked executions, for the success-rate rule.
 
         Returns:
             The alerts in force (see :func:`evaluate`).
         """
-        alerts = evaluate(self.rules, snap, executions=executions)
+        alerts = evaluate(self.rules, snap)
         keys = {(a.rule, a.subject, a.level.value) for a in alerts}
         with self._lock:
             new = [a for a in alerts if (a.rule, a.subject, a.level.value) not in self._active]

@@ -411,11 +411,7 @@ async def alerts(request: Request) -> Response:
     context = _context(request)
 
     def read() -> list[dict[str, object]]:
-        snap = snapshot(context)
-        tracked = _operations.executions(
-            context.store.outcomes, window=snap.window, now=context.clock.time()
-        )
-        return [a.to_dict() for a in context.monitor.check(snap, executions=tracked)]
+        return [a.to_dict() for a in context.monitor.check(snapshot(context))]
 
     return JSONResponse({"alerts": await run_in_threadpool(read)})
 

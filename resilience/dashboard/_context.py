@@ -115,6 +115,7 @@ class Snapshot:
         breakers: every breaker's row (empty when the store cannot list them).
         retries: ``{(failure_type, "success" | "failure"): count}`` over the window.
         success_rate: retry success rate over the window, ``None`` without retries.
+        executions: the tracked task executions over the window (``track_executions``).
         window: the retry window in seconds.
     """
 
@@ -123,6 +124,7 @@ class Snapshot:
     breakers: list[dict[str, object]]
     retries: dict[tuple[str, str], int]
     success_rate: float | None
+    executions: _operations.Executions
     window: float
 
 
@@ -153,6 +155,7 @@ def snapshot(context: Context, *, window: float = 24 * 3600.0) -> Snapshot:
         breakers=breakers,
         retries=retries,
         success_rate=ok / total if total else None,
+        executions=_operations.executions(context.store.outcomes, window=window, now=now),
         window=window,
     )
 

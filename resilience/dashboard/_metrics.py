@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from resilience import _operations
 from resilience.dashboard._context import snapshot
 from resilience.storage.base import CircuitState
 from resilience.storage.records import DeadLetterStatus
@@ -98,9 +97,7 @@ def render(context: Context) -> str:
         _series("resilience_retries", {"failure_type": t, "outcome": o}, n)
         for (t, o), n in sorted(snap.retries.items())
     ]
-    tracked = _operations.executions(
-        context.store.outcomes, window=snap.window, now=context.clock.time()
-    )
+    tracked = snap.executions
     lines += [
         (
             f"# HELP resilience_task_executions Task attempts in the last {snap.window:g} s, "
@@ -115,7 +112,7 @@ def render(context: Context) -> str:
         lines.append(
             _series("resilience_task_executions", {"task": task, "outcome": "failure"}, bad)
         )
-    alerts = context.monitor.check(snap, executions=tracked)
+    alerts = context.monitor.check(snap)
     lines += [
         "# HELP resilience_alerts Alerts in force, by level.",
         "# TYPE resilience_alerts gauge",

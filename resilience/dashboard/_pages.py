@@ -222,9 +222,7 @@ async def overview(request: Request) -> Response:
 
     def read() -> dict[str, Any]:
         snap = snapshot(context)
-        tracked = _operations.executions(
-            context.store.outcomes, window=snap.window, now=context.clock.time()
-        )
+        tracked = snap.executions
         active = (DeadLetterStatus.PENDING, DeadLetterStatus.RETRYING)
         critical = {
             t.value: n
@@ -234,7 +232,7 @@ async def overview(request: Request) -> Response:
         }
         return {
             "snap": snap,
-            "alerts": context.monitor.check(snap, executions=tracked),
+            "alerts": context.monitor.check(snap),
             "executions": tracked,
             "not_tracked": _operations.NOT_TRACKED,
             "open_breakers": [row for row in snap.breakers if is_open(row)],
