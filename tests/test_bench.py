@@ -27,7 +27,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             "celery_tasks.py",
             ["stock Task", "fast request stack", "ResilientTask", "SET NX PX + SET PX"],
         ),
-        ("simulation.py", ["Simulation", "celery worker", "attempts/s"]),
+        ("simulation.py", ["Simulation", "tracer floor", "celery worker", "attempts/s"]),
     ],
 )
 def test_bench_runs_and_reports_its_anchors(script: str, anchors: list[str]) -> None:
