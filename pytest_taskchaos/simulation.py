@@ -92,7 +92,7 @@ from pytest_taskchaos._parts import (
 from pytest_taskchaos._recorder import Recorder
 from pytest_taskchaos.faults import InjectionPoint
 from pytest_taskchaos.injection import Injection, injection
-from resilience.celery import install
+from resilience.celery import installed
 from resilience.clock import FakeClock, seconds_of
 from resilience.errors import ConfigurationError
 
@@ -143,12 +143,13 @@ def _release(raised: BaseException, tracer: Callable[..., Any]) -> None:
 class Simulation:
     """A Celery app's tasks run in virtual time, in-process, seeded; a context manager.
 
-    Entering installs ``resilience`` on the app with a :class:`FakeClock` and the
-    store (``memory://`` unless given), a retry engine whose jitter is drawn from
-    the seeded generator, seeds the global ``random`` (Celery's retry jitter) and
-    starts one freezegun freezer that follows the virtual clock. Leaving undoes the
-    patches, stops the freezer and restores the global ``random``'s state (the app
-    keeps the installation, as after any ``install()``).
+    Entering moves the app's ``resilience`` installation onto a :class:`FakeClock`
+    and the store (``memory://`` unless given), its engine's jitter drawn from the
+    seeded generator (``resilience.celery.installed``: the app's configured
+    policies, settings, budget and redaction stay), seeds the global ``random``
+    (Celery's retry jitter) and starts one freezegun freezer that follows the
+    virtual clock. Leaving undoes the patches, stops the freezer, restores the
+    global ``random``'s state and puts the app's previous installation back.
 
     Args:
         app: the Celery app whose tasks run in the simulation.
@@ -221,11 +222,13 @@ class Simulation:
         warm_fault_imports()
         stack = ExitStack()
         try:
-            self._runtime = install(
-                self.app,
-                store=self._store,
-                clock=self.clock,
-                rng=random.Random(self.rng.getrandbits(64)),
+            self._runtime = stack.enter_context(
+                installed(
+                    self.app,
+                    store=self._store,
+                    clock=self.clock,
+                    rng=random.Random(self.rng.getrandbits(64)),
+                )
             )
             saved = random.getstate()
             stack.callback(random.setstate, saved)

@@ -103,6 +103,12 @@ class RetryBudget:
         # task -> deque of [bucket_index, first_attempts, retries]
         self._buckets: dict[str, deque[list[int]]] = {}
 
+    def rebound(self, clock: Clock) -> RetryBudget:
+        """A budget with these limits on another clock, its counts empty."""
+        return RetryBudget(
+            ratio=self.ratio, window=self.window, min_retries=self.min_retries, clock=clock
+        )
+
     def record_first_attempt(self, task_name: str, *, now: float | None = None) -> None:
         """Count a first attempt of ``task_name`` (it earns ``ratio`` retry tokens)."""
         with self._lock:

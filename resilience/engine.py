@@ -171,6 +171,40 @@ class RetryEngine:
         twin._policies = MappingProxyType({**self._policies, **policies})
         return twin
 
+    def rebound(
+        self, *, store: Store | None, clock: Clock, rng: random.Random | None = None
+    ) -> RetryEngine:
+        """This engine's configuration on another store, clock and randomness.
+
+        Policies, classifier, queue-depth source, load and off-peak settings and
+        the retry budget's limits are kept; history, budget counts and breakers
+        start afresh on ``store`` and ``clock``. A ``breaker_factory`` given at
+        construction is kept as it is (it builds its breakers on whatever it holds).
+        A simulation runs an app's configured engine this way, in virtual time.
+
+        Args:
+            store: the store of the history and the breakers (``None``: in memory).
+            clock: the time source.
+            rng: the jitter's randomness (``None``: a new unseeded generator).
+        """
+        factory = self._breaker_factory
+        own = getattr(factory, "__func__", None) is RetryEngine._default_breaker
+        return RetryEngine(
+            policies=self._policies,
+            store=store,
+            classifier=self._classifier,
+            budget=None if self.budget is None else self.budget.rebound(clock),
+            queue_depth=self._queue_depth,
+            load_threshold=self.load_threshold,
+            peak_hours=self.peak_hours,
+            timezone=self.timezone,
+            defer_priorities=self.defer_priorities,
+            max_retry_after=self.max_retry_after,
+            breaker_factory=None if own else factory,
+            clock=clock,
+            rng=rng,
+        )
+
     def policy_for(self, failure_type: FailureType) -> RetryPolicy:
         """The configured (not adapted) policy for ``failure_type``."""
         return self._policies.get(failure_type) or default_policy(failure_type)

@@ -25,7 +25,7 @@ from resilience.celery._attempt import (
 )
 from resilience.celery._config import ResilienceSettings, TaskOptions
 from resilience.celery._replay import DEAD_LETTER_HEADER, PROCESS_DEAD_LETTERS
-from resilience.celery._runtime import Resilience, install, runtime_for
+from resilience.celery._runtime import Resilience, install, installed, runtime_for
 from resilience.celery._task import ResilientTask
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "ResilientTask",
     "TaskOptions",
     "install",
+    "installed",
     "runtime_for",
     "signals",
 ]

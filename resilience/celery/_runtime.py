@@ -7,8 +7,10 @@ object per app, built by :func:`install` (or on a task's first run, from
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 from celery import signals as celery_signals  # type: ignore[import-untyped]
@@ -26,7 +28,7 @@ from resilience.taxonomy import FailureType
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from datetime import timedelta
 
     from resilience.breaker import CircuitBreaker
@@ -34,10 +36,11 @@ if TYPE_CHECKING:
     from resilience.storage.base import CircuitState, Store
     from resilience.storage.records import DeadLetterRecord
 
-__all__ = ["INSTALLS", "RUNTIME_ATTRIBUTE", "Resilience", "install", "runtime_for"]
+__all__ = ["INSTALLS", "RUNTIME_ATTRIBUTE", "Resilience", "install", "installed", "runtime_for"]
 
 RUNTIME_ATTRIBUTE: Final = "_resilience_runtime"
 """Where the app keeps its :class:`Resilience`."""
+_BEAT_ATTRIBUTE: Final = "_resilience_beat_task"
 
 INSTALLS: Final = [0]
 """How many times install() ran in this process: a task's cached plan is rebuilt when it
@@ -83,6 +86,9 @@ class Resilience:
         self._lock = threading.Lock()
         self._guards: dict[tuple[str, float | None, float], IdempotencyGuard] = {}
         self._watched: set[str] = set()
+        # What install() was given, for installed() to resolve the settings again.
+        self._arguments: dict[str, Any] = {}
+        self._engine_given = False
 
     def breaker(self, dependency: str) -> CircuitBreaker:
         """The engine's breaker for ``dependency``, sending ``on_breaker_change``."""
@@ -235,6 +241,7 @@ def install(
     opened: Store = (
         open_store(settings.store_url) if store is None or isinstance(store, str) else store
     )
+    engine_given = engine is not None
     if engine is None:
         engine = RetryEngine(policies=settings.policies, store=opened, clock=time_source, rng=rng)
     runtime = Resilience(
@@ -245,14 +252,108 @@ def install(
         dead_letters=dead_letters,
         clock=time_source,
     )
-    if getattr(app, RUNTIME_ATTRIBUTE, None) is None:
+    runtime._arguments = {k: v for k, v in given.items() if v is not None and k != "store"}
+    runtime._engine_given = engine_given
+    _activate(app, runtime)
+    return runtime
+
+
+@contextmanager
+def installed(
+    app: Any,
+    *,
+    store: str | Store | None = None,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+) -> Iterator[Resilience]:
+    """The app's installation moved onto another store, clock and randomness, in a with block.
+
+    What the app's current installation configured stays: the arguments its
+    ``install()`` was given (settings are resolved again with them, so a change to
+    ``app.conf`` since then applies, as it would to a new ``install()``), an engine
+    it was given (see :meth:`RetryEngine.rebound`: policies, knobs and the retry
+    budget's limits; ``resilience_policies`` in ``app.conf`` apply over it) and its
+    dead-letter queue's redaction, payload cap and custom ``replay``. Only the
+    store, the clock and the randomness change, so code under test (a chaos
+    simulation, for one) runs with the configuration it has in production. Without
+    an installation it is ``install(app, store=store, clock=clock, rng=rng)``.
+    Leaving puts the app's previous installation back (none: none, and the next
+    task run installs from ``app.conf`` as usual).
+
+    Args:
+        app: the Celery app.
+        store: a store URL or an opened store; default ``open_store()``'s.
+        clock: the time source (a ``FakeClock`` in tests); default the system clock.
+        rng: the randomness of the engine's jitter.
+
+    Yields:
+        The installation in force inside the block.
+
+    Raises:
+        ConfigurationError: a bad ``store``, or (without an installation) a bad setting.
+    """
+    previous: Resilience | None = getattr(app, RUNTIME_ATTRIBUTE, None)
+    if previous is None:
+        runtime = install(app, store=store, clock=clock, rng=rng)
+    else:
+        if store is not None and not isinstance(store, str) and not hasattr(store, "idempotency"):
+            raise ConfigurationError(
+                f"store must be a store URL or a Store, got {store!r}",
+                key="store",
+                value=type(store).__name__,
+            )
+        opened: Store = (
+            store if store is not None and not isinstance(store, str) else (open_store(store))
+        )
+        time_source = system_clock if clock is None else clock
+        settings = resolve_settings(previous._arguments, app.conf)
+        settings = dataclasses.replace(
+            settings, store_url=store if isinstance(store, str) else None
+        )
+        if previous._engine_given:
+            engine = previous.engine.rebound(store=opened, clock=time_source, rng=rng)
+            if settings.policies:
+                engine = engine.with_policies(settings.policies)
+        else:
+            engine = RetryEngine(
+                policies=settings.policies, store=opened, clock=time_source, rng=rng
+            )
+        old = previous.dead_letters
+        runtime = Resilience(
+            app,
+            settings=settings,
+            store=opened,
+            engine=engine,
+            dead_letters=DeadLetterQueue(
+                opened,
+                clock=time_source,
+                redaction=old.redaction,
+                max_payload_bytes=old.max_payload_bytes,
+                # The previous installation's own replay re-enqueues through the app:
+                # the new one's does the same. A custom one is kept.
+                replay=None if old.replay == previous.replay else old.replay,
+            ),
+            clock=time_source,
+        )
+        runtime._arguments = previous._arguments
+        runtime._engine_given = previous._engine_given
+        _activate(app, runtime)
+    try:
+        yield runtime
+    finally:
+        setattr(app, RUNTIME_ATTRIBUTE, previous)
+        INSTALLS[0] += 1
+
+
+def _activate(app: Any, runtime: Resilience) -> None:
+    if not getattr(app, _BEAT_ATTRIBUTE, False):
         _register_beat_task(app)
+        setattr(app, _BEAT_ATTRIBUTE, True)
     setattr(app, RUNTIME_ATTRIBUTE, runtime)
     INSTALLS[0] += 1
     celery_signals.task_failure.connect(
         _LOST_RUNS, weak=False, dispatch_uid="resilience.celery.lost_runs"
     )
-    return runtime
 
 
 def runtime_for(app: Any) -> Resilience:

@@ -20,7 +20,7 @@ from pytest_taskchaos.simulation import (
     StepBudgetExceeded,
 )
 from resilience import RetryPolicy
-from resilience.celery import ResilientTask
+from resilience.celery import ResilientTask, install, runtime_for
 from resilience.errors import ConfigurationError
 
 NO_JITTER = RetryPolicy(max_retries=4, initial_delay=10.0, factor=2.0, jitter="none")
@@ -284,6 +284,28 @@ def test_leaving_restores_the_app_tasks_and_global_random() -> None:
     assert "run" not in vars(work.plain)
     assert work.plain.run(3) == 3
     assert datetime.now(UTC).year >= 2024
+
+
+def test_the_apps_own_installation_runs_in_virtual_time_and_comes_back() -> None:
+    """What install() configured holds inside; leaving hands the app its installation back."""
+    app = Celery("siminstall", broker="memory://", set_as_current=False)
+
+    @app.task(base=ResilientTask, name="sim.unreachable", shared=False)
+    def unreachable() -> None:
+        raise ConnectionRefusedError("connection refused")
+
+    # The app retries network failures once, after 42 s (the default: 5 times, jittered).
+    once = RetryPolicy(max_retries=1, initial_delay=42.0, jitter="none")
+    mine = install(app, store="memory://", policies={"TRANSIENT_NETWORK": once})
+    with Simulation(app) as sim:
+        assert runtime_for(app) is sim.runtime is not mine
+        unreachable.delay()
+        sim.run_until_idle()
+    (retried,) = sim.events(kind="retried", task="sim.unreachable")
+    assert retried.details["countdown"] == 42.0
+    assert len(sim.events(kind="dead_lettered", task="sim.unreachable")) == 1
+    assert runtime_for(app) is mine
+    assert mine.dead_letters.list().records == ()
 
 
 def test_bad_arguments_are_refused_with_the_field_named() -> None:

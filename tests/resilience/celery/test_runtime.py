@@ -10,16 +10,27 @@ import pytest
 from celery.utils.dispatch import Signal
 
 import resilience.celery
-from resilience import FailureType, FakeClock, Priority, RetryPolicy
+from resilience import (
+    DeadLetterQueue,
+    FailureType,
+    FakeClock,
+    Priority,
+    Redaction,
+    RetryBudget,
+    RetryEngine,
+    RetryPolicy,
+)
 from resilience.celery import (
     PROCESS_DEAD_LETTERS,
     Resilience,
     ResilientTask,
     TaskOptions,
     install,
+    installed,
     runtime_for,
     signals,
 )
+from resilience.errors import ConfigurationError
 from resilience.storage import MemoryStore
 
 if TYPE_CHECKING:
@@ -160,3 +171,109 @@ def test_a_seeded_install_gives_reproducible_retry_delays(app: Celery, store: Me
 
     assert delays(7) == delays(7)
     assert delays(7) != delays(8)
+
+
+# --------------------------------------------------------------------------- installed()
+
+
+def test_installed_keeps_the_apps_configuration_on_another_store_and_clock(
+    app: Celery, store: MemoryStore
+) -> None:
+    """install()'s arguments stay in force; store, clock and DLQ move; leaving restores."""
+    network = RetryPolicy(max_retries=7, initial_delay=3.0, jitter="none")
+    dead_letters = DeadLetterQueue(
+        store, redaction=Redaction(keys=("card",)), max_payload_bytes=2048
+    )
+    before = install(
+        app,
+        store=store,
+        policies={FailureType.TRANSIENT_NETWORK: network},
+        priority="low",
+        idempotency_lease=30,
+        dead_letters=dead_letters,
+    )
+    clock = FakeClock()
+    elsewhere = MemoryStore()
+    with installed(app, store=elsewhere, clock=clock) as inside:
+        assert runtime_for(app) is inside is not before
+        assert inside.store is elsewhere
+        assert inside.clock is clock
+        assert inside.settings.priority is Priority.LOW
+        assert inside.settings.idempotency_lease == 30
+        assert inside.engine.policy_for(FailureType.TRANSIENT_NETWORK) == network
+        assert inside.dead_letters.store is elsewhere.dead_letters
+        assert inside.dead_letters.redaction is dead_letters.redaction
+        assert inside.dead_letters.max_payload_bytes == 2048
+        # Replays go through the app, as with the installation it stands for.
+        assert inside.dead_letters.replay == inside.replay
+    assert runtime_for(app) is before
+
+
+def test_installed_follows_app_conf_changes_like_a_new_install(
+    app: Celery, store: MemoryStore
+) -> None:
+    """A resilience_* setting changed since install() applies inside the block."""
+    install(app, store=store)
+    slow = RetryPolicy(max_retries=1, initial_delay=60.0, jitter="none")
+    app.conf.resilience_policies = {"TRANSIENT_DATABASE": slow}
+    with installed(app, store=MemoryStore(), clock=FakeClock()) as inside:
+        assert inside.engine.policy_for(FailureType.TRANSIENT_DATABASE) == slow
+
+
+def test_installed_rebinds_an_engine_install_was_given(app: Celery, store: MemoryStore) -> None:
+    """A user-built engine keeps its knobs and budget limits, on the new clock and store."""
+    budget = RetryBudget(ratio=0.5, window=120, min_retries=2)
+    network = RetryPolicy(max_retries=2, initial_delay=1.0, jitter="none")
+    engine = RetryEngine(
+        policies={FailureType.TRANSIENT_NETWORK: network},
+        store=store,
+        budget=budget,
+        peak_hours=(1, 5),
+        max_retry_after=90,
+    )
+    before = install(app, store=store, engine=engine)
+    clock = FakeClock(start=1_000.0)
+    with installed(app, store=MemoryStore(), clock=clock) as inside:
+        rebound = inside.engine
+        assert rebound is not engine
+        assert rebound.policy_for(FailureType.TRANSIENT_NETWORK) == network
+        assert (rebound.peak_hours, rebound.max_retry_after) == ((1, 5), 90.0)
+        assert rebound.budget is not None
+        assert rebound.budget is not budget
+        assert (rebound.budget.ratio, rebound.budget.window, rebound.budget.min_retries) == (
+            0.5,
+            120.0,
+            2,
+        )
+        # Its breakers trip on the virtual clock: open now, probing after the timeout.
+        breaker = inside.breaker("payments")
+        for _ in range(breaker.failure_threshold or 0):
+            breaker.record_failure(ConnectionRefusedError("payments refused"))
+        assert breaker.state.value == "open"
+        assert breaker.seconds_until_probe() == breaker.reset_timeout
+        clock.advance(breaker.reset_timeout / 2)
+        assert breaker.seconds_until_probe() == breaker.reset_timeout / 2
+        assert engine.breaker("payments").state.value == "closed"
+    assert runtime_for(app) is before
+
+
+def test_installed_on_a_bare_app_leaves_it_bare(app: Celery) -> None:
+    """Without an installation, the block installs; after it, a new install() is clean."""
+    with installed(app, store="memory://", clock=FakeClock()) as inside:
+        assert runtime_for(app) is inside
+    assert getattr(app, "_resilience_runtime", None) is None
+    # Installing again registers no second beat task (Celery would warn of a duplicate).
+    again = install(app, store="memory://")
+    assert runtime_for(app) is again
+    assert PROCESS_DEAD_LETTERS in app.tasks
+
+
+def test_installed_rejects_a_store_that_is_not_one(app: Celery, store: MemoryStore) -> None:
+    """A bad store names the argument, also when an installation exists."""
+    install(app, store=store)
+    with (
+        pytest.raises(ConfigurationError, match="store must be a store URL or a Store") as caught,
+        installed(app, store=42),  # type: ignore[arg-type]
+    ):
+        pass
+    assert caught.value.key == "store"
