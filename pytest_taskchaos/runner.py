@@ -39,6 +39,12 @@ What is measured (:attr:`ScenarioResult.measures`), all from the run's history:
 
 A scenario's ``retry_budget`` becomes the engine's ``resilience.RetryBudget`` (on
 the simulation's clock) for the run; without one the engine has no budget.
+
+During a run the app's setting ``taskchaos_effect`` (:data:`EFFECT_SETTING`) holds
+the simulation's :meth:`~pytest_taskchaos.simulation.Simulation.effect`: task code,
+or a fake it calls, that calls ``app.conf.taskchaos_effect(name, key)`` where a side
+effect happens makes it a ``side_effect`` event, which ``duplicate_side_effects``
+counts per (name, key). The runner has no other way to see an app's side effects.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ if TYPE_CHECKING:
     from pytest_taskchaos.scenario import BreakerExpectation, Comparison
 
 __all__ = [
+    "EFFECT_SETTING",
     "STEPS_PER_MESSAGE",
     "ExpectationResult",
     "ScenarioResult",
@@ -74,6 +81,9 @@ __all__ = [
 
 STEPS_PER_MESSAGE = 50
 """The step budget of a run: this many messages run per workload message."""
+
+EFFECT_SETTING = "taskchaos_effect"
+"""The app setting that holds ``effect(name, key)`` during a run (see the module docstring)."""
 
 _BUDGET_REFUSAL = "retry budget exhausted"
 
@@ -252,10 +262,12 @@ def run_scenario(
     _check_tasks(app, scenario)
     conf = app.conf
     saved = conf.get("resilience_policies")
+    saved_effect = conf.get(EFFECT_SETTING)
     if scenario.policies:
         conf.resilience_policies = {**dict(saved or {}), **scenario.policies}
     try:
         with Simulation(app, seed=chosen) as sim:
+            conf[EFFECT_SETTING] = sim.effect
             settings = scenario.retry_budget
             if settings is not None:
                 # Before any run: the engines of tasks with their own policies copy it.
@@ -276,6 +288,7 @@ def run_scenario(
             history = tuple(sim.history)
             digest = sim.fingerprint()
     finally:
+        conf[EFFECT_SETTING] = saved_effect
         if scenario.policies:
             conf.resilience_policies = saved
     measures = _measure(history, injections, duration)

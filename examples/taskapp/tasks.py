@@ -142,11 +142,15 @@ class TaskContext:
         clock: where "now" comes from.
         enqueue_report_mail: called with ``(report_id, recipient)`` for every mail
             :func:`create_scheduled_reports` fans out; ``None`` sends none.
+        effect: called with ``(name, key)`` when a task has done a side effect (see
+            :meth:`record_effect`); a scenario run sets it to count duplicates;
+            ``None``: effects are not reported.
     """
 
     db_path: str
     clock: Clock = system_clock
     enqueue_report_mail: Callable[[int, str], object] | None = field(default=None, compare=False)
+    effect: Callable[[str, str], object] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.db_path, str) or not self.db_path:
@@ -159,6 +163,16 @@ class TaskContext:
     def now(self) -> datetime:
         """The clock's wall time as an aware UTC datetime."""
         return datetime.fromtimestamp(self.clock.time(), tz=UTC)
+
+    def record_effect(self, name: str, key: str) -> None:
+        """Report a side effect this run has just committed to :attr:`effect`, if set.
+
+        Args:
+            name: what the effect is (``"escalation"``).
+            key: which one (``"17:3"``); the same effect done twice has the same key.
+        """
+        if self.effect is not None:
+            self.effect(name, key)
 
 
 def escalation_level(*, due_at: datetime, now: datetime) -> int:
@@ -257,6 +271,9 @@ def ticket_escalation(ctx: TaskContext, *, ticket_id: int) -> dict[str, Any]:
         escalated = level > 0 and db.add_escalation(
             conn, ticket_id=ticket_id, level=level, escalated_at=db.iso(now)
         )
+    if escalated:
+        # Committed: this run, and only this one, recorded the level.
+        ctx.record_effect("escalation", f"{ticket_id}:{level}")
     if level == 0:
         return {"ticket_id": ticket_id, "level": 0, "escalated": False, "message_id": None}
     message_id, _ = _send_once(
@@ -438,7 +455,9 @@ def context_of(app: Any) -> TaskContext:
     """The :class:`TaskContext` of Celery ``app`` (set up by ``make_app``).
 
     Fanned-out mails are published as ``send_generated_report_on_mail`` tasks of
-    the same app.
+    the same app. Side effects are reported to the app's ``taskchaos_effect``
+    setting when it holds a callable (a scenario run sets it; see
+    ``pytest_taskchaos.runner``).
 
     Args:
         app: a Celery app whose ``conf`` holds ``taskapp_db_path``.
@@ -461,7 +480,12 @@ def context_of(app: Any) -> TaskContext:
     def enqueue(report_id: int, recipient: str) -> object:
         return app.tasks[SEND_GENERATED_REPORT_ON_MAIL].apply_async(args=(report_id, recipient))
 
-    return TaskContext(db_path=str(db_path), clock=clock, enqueue_report_mail=enqueue)
+    return TaskContext(
+        db_path=str(db_path),
+        clock=clock,
+        enqueue_report_mail=enqueue,
+        effect=app.conf.get("taskchaos_effect"),
+    )
 
 
 # Celery entry points: bound tasks that build the context from their app.

@@ -12,10 +12,11 @@ import dataclasses
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from examples.taskapp import db as taskapp_db
 from examples.taskapp import tasks as taskapp_tasks
 from examples.taskapp.scenario_app import make_scenario_app
 from pytest_taskchaos.runner import ScenarioResult, run_scenario
@@ -26,11 +27,15 @@ from pytest_taskchaos.scenario import (
     load_scenarios,
     load_scenarios_text,
 )
+from pytest_taskchaos.simulation import EventKind
 from resilience.backoff import Jitter
 from resilience.celery import ResilientTask
 from resilience.engine import RetryEngine
 from resilience.policy import RetryPolicy, default_policy
 from resilience.taxonomy import FailureType
+
+if TYPE_CHECKING:
+    import sqlite3
 
 SCENARIOS = Path(__file__).parents[2] / "scenarios"
 NEW = (
@@ -94,6 +99,84 @@ def test_deadlock_storm_without_retries_fails() -> None:
     failed = _failed(run_scenario(weakened))
     assert failed.keys() >= {"completion_ratio", "max_dlq"}
     assert failed["max_dlq"].endswith("(TRANSIENT_DATABASE=30)")
+
+
+def test_deadlock_storm_reports_each_escalation_once(results: dict[str, ScenarioResult]) -> None:
+    """Each ticket's escalation is reported as a side effect once, duplicates and retries too."""
+    result = results["deadlock-storm"]
+    keys = [
+        event.details["key"]
+        for event in result.history
+        if event.kind is EventKind.SIDE_EFFECT and event.details["name"] == "escalation"
+    ]
+    assert len(keys) == len(set(keys)) == result.measures["tasks"] == 200
+    assert result.measures["duplicate_side_effects"] == 0
+
+
+_UNGUARDED_ESCALATIONS = (
+    "CREATE TABLE escalations (id INTEGER PRIMARY KEY, ticket_id INTEGER NOT NULL,"
+    " level INTEGER NOT NULL, escalated_at TEXT NOT NULL)"
+)
+
+
+def _add_escalation_unguarded(
+    conn: sqlite3.Connection, *, ticket_id: int, level: int, escalated_at: str
+) -> bool:
+    """``db.add_escalation`` without its ``(ticket_id, level)`` guard: every run inserts."""
+    cursor = conn.execute(
+        "INSERT INTO escalations (ticket_id, level, escalated_at) VALUES (?, ?, ?)",
+        (ticket_id, level, escalated_at),
+    )
+    conn.execute(
+        "UPDATE tickets SET escalation_level = MAX(escalation_level, ?) WHERE id = ?",
+        (level, ticket_id),
+    )
+    return cursor.rowcount == 1
+
+
+def test_deadlock_storm_without_escalation_guard_escalates_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the (ticket_id, level) guard, duplicates and retries escalate again.
+
+    The guard is the escalation's only duplicate protection (the task has no
+    idempotency key): with the unique constraint and ON CONFLICT gone, each of
+    the 20 duplicated messages, and each retry of a run deadlocked after its
+    escalation committed, writes the level again, and duplicate_side_effects
+    counts exactly the rows written twice.
+    """
+    built: list[Any] = []
+
+    def make_app() -> Any:
+        app = make_scenario_app()
+        with taskapp_db.transaction(app.conf.taskapp_db_path) as conn:
+            conn.execute("DROP TABLE escalations")
+            conn.execute(_UNGUARDED_ESCALATIONS)
+        built.append(app)
+        return app
+
+    monkeypatch.setattr(taskapp_db, "add_escalation", _add_escalation_unguarded)
+    module = types.ModuleType("taskchaos_weakened_apps")
+    module.make_app = make_app  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    weakened = dataclasses.replace(
+        _shipped("deadlock-storm"), app="taskchaos_weakened_apps:make_app"
+    )
+    result = run_scenario(weakened)
+    failed = _failed(result)
+    duplicates = result.measures["duplicate_side_effects"]
+    assert failed.keys() == {"duplicate_side_effects"}
+    assert failed["duplicate_side_effects"].startswith(f"{duplicates} (escalation:")
+    assert duplicates >= 20  # at least one per duplicated message
+    [app] = built
+    conn = taskapp_db.connect(app.conf.taskapp_db_path)
+    try:
+        rows, levels = conn.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT ticket_id || ':' || level) FROM escalations"
+        ).fetchone()
+    finally:
+        conn.close()
+    assert (rows, levels) == (200 + duplicates, 200)
 
 
 # --------------------------------------------------------------------------- failover
