@@ -13,7 +13,7 @@ import threading
 from typing import Any, ClassVar
 
 from celery import Task  # type: ignore[import-untyped]
-from celery._state import _task_stack  # type: ignore[import-untyped]
+from celery import _state as celery_state
 
 from resilience.celery._attempt import CONTROL_FLOW, TaskPlan, build_plan, fail, run_guarded
 from resilience.celery._attempt import succeeded as _succeeded
@@ -144,7 +144,9 @@ class ResilientTask(Task):  # type: ignore[misc]
 
     def _call_directly(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """``task(...)`` outside a worker: guards apply, failures simply propagate."""
-        _task_stack.push(self)
+        # Read at call time: a simulation swaps the stack for a faster one.
+        tasks = celery_state._task_stack
+        tasks.push(self)
         self.push_request(args=args, kwargs=kwargs)
         try:
             if not self._resilience_options.guarded:
@@ -152,7 +154,7 @@ class ResilientTask(Task):  # type: ignore[misc]
             return run_guarded(self._plan(), self, self.request, args, kwargs)
         finally:
             self.pop_request()
-            _task_stack.pop()
+            tasks.pop()
 
     def _plan(self) -> TaskPlan:
         runtime = runtime_for(self.app)

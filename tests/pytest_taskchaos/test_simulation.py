@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from celery import Celery
+from celery import Celery, current_task
+from celery import _state as celery_state
 
 from pytest_taskchaos.simulation import (
     DEFAULT_START,
@@ -306,6 +307,30 @@ def test_the_apps_own_installation_runs_in_virtual_time_and_comes_back() -> None
     assert len(sim.events(kind="dead_lettered", task="sim.unreachable")) == 1
     assert runtime_for(app) is mine
     assert mine.dead_letters.list().records == ()
+
+
+def test_current_task_is_the_running_one_and_the_stack_comes_back() -> None:
+    """Inside a run, current_task and the published child's parent are the running task."""
+    app = Celery("simstack", broker="memory://", set_as_current=False)
+    seen: list[tuple[str, str]] = []
+    original = celery_state._task_stack
+
+    @app.task(bind=True, name="sim.child", shared=False)
+    def child(self: Any) -> None:
+        seen.append((self.request.parent_id, self.request.root_id))
+
+    @app.task(bind=True, name="sim.parent", shared=False)
+    def parent(self: Any) -> None:
+        seen.append((current_task.request.id, self.request.id))
+        child.delay()
+
+    with Simulation(app) as sim:
+        assert celery_state._task_stack is not original
+        sent = parent.delay()
+        sim.run_until_idle()
+    assert seen == [(sent.id, sent.id), (sent.id, sent.id)]
+    assert celery_state._task_stack is original
+    assert celery_state.get_current_task() is None
 
 
 def test_bad_arguments_are_refused_with_the_field_named() -> None:
