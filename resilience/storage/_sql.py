@@ -130,6 +130,10 @@ class Dialect:
         json_lists: whether list parameters are bound as JSON text.
         transactions_are_cheap: whether a multi-statement transaction costs no
             extra round trip (SQLite in-process), so atomic work never runs optimistically.
+        skip_locked: appended to a ``SELECT`` that picks rows for a housekeeping
+            ``DELETE``: lock them, skipping rows a writer holds (PostgreSQL), so a
+            sweep never waits on a claim nor deadlocks with another sweep. Empty
+            on SQLite, whose single writer locks the whole file.
     """
 
     name: str
@@ -140,6 +144,7 @@ class Dialect:
     contains: str
     json_lists: bool
     transactions_are_cheap: bool
+    skip_locked: str
 
     def sql(self, template: str, **extra: str) -> str:
         """Adapt a shared statement: table prefix, column types and placeholders."""
@@ -169,6 +174,7 @@ def sqlite_dialect() -> Dialect:
         contains="instr({column}, ?) > 0",
         json_lists=True,
         transactions_are_cheap=True,
+        skip_locked="",
     )
 
 
@@ -189,6 +195,7 @@ def postgres_dialect(schema: str | None) -> Dialect:
         contains="strpos({column}, ?) > 0",
         json_lists=False,
         transactions_are_cheap=False,
+        skip_locked=" FOR UPDATE SKIP LOCKED",
     )
 
 

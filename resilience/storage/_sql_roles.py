@@ -11,12 +11,21 @@ SQL needs care to get there.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
 from resilience.errors import ConfigurationError
 from resilience.storage.base import BreakerRecord
-from resilience.storage.memory import OUTCOME_BUCKET_SECONDS
+from resilience.storage.memory import (
+    IDEMPOTENCY_RETENTION_SECONDS,
+    OUTCOME_BUCKET_SECONDS,
+    OUTCOME_RETENTION_SECONDS,
+    SWEEP_BATCH,
+    SWEEP_EVERY,
+    check_sweep_time,
+    sweep_counter,
+)
 from resilience.storage.records import (
     Acquisition,
     DeadLetterOrder,
@@ -30,12 +39,31 @@ from resilience.storage.records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from resilience.storage._sql import Connector, Session
     from resilience.storage.records import DeadLetterFilter
 
 __all__ = ["SQLBreakerStore", "SQLDeadLetterStore", "SQLIdempotencyStore", "SQLOutcomeStore"]
+
+_log = logging.getLogger("resilience.storage")
+
+
+def _sweep_quietly(connector: Connector, role: str, sweep: Callable[[], int]) -> None:
+    """Run a write's periodic sweep; a failure is logged, never raised.
+
+    The write that triggered it has already happened, and the rows stay
+    collectable: a later sweep deletes them.
+    """
+    try:
+        sweep()
+    except Exception as exc:  # noqa: BLE001 - any failure of housekeeping must spare the write
+        _log.warning(
+            "store %r: sweeping old %s rows failed, retrying on a later write: %s",
+            connector,
+            role,
+            exc,
+        )
 
 
 # --------------------------------------------------------------------------- breakers
@@ -126,7 +154,12 @@ def _blocks(record: IdempotencyRecord, fingerprint: str, now: float) -> bool:
 
 
 class SQLIdempotencyStore:
-    """Idempotency records; acquire is one upsert with the takeover rules in its ``WHERE``."""
+    """Idempotency records; acquire is one upsert with the takeover rules in its ``WHERE``.
+
+    Every ``SWEEP_EVERY`` acquires, rows dead for ``IDEMPOTENCY_RETENTION_SECONDS``
+    (past their TTL and lease) are deleted, at most ``SWEEP_BATCH`` at a time, by
+    the ``expires_at`` index.
+    """
 
     __slots__ = (
         "_acquire",
@@ -137,6 +170,8 @@ class SQLIdempotencyStore:
         "_peek",
         "_release",
         "_renew",
+        "_sweep",
+        "_writes",
     )
 
     def __init__(self, connector: Connector) -> None:
@@ -174,6 +209,21 @@ class SQLIdempotencyStore:
             "UPDATE {p}resilience_idempotency SET lease_until = ?, updated_at = ?" + owned
         )
         self._delete = sql("DELETE FROM {p}resilience_idempotency WHERE idem_key = ?")
+        # The outer condition repeats the inner one: on PostgreSQL a row claimed
+        # again between the SELECT and the DELETE is rechecked in its new version
+        # and kept. Rows whose lease outlives expires_at by the retention are rare;
+        # the index walk skips them.
+        dead = "expires_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+        self._sweep = sql(
+            "DELETE FROM {p}resilience_idempotency WHERE idem_key IN"
+            " (SELECT idem_key FROM {p}resilience_idempotency WHERE "
+            + dead
+            + " ORDER BY expires_at LIMIT ?"
+            + connector.dialect.skip_locked
+            + ")"
+            " AND " + dead
+        )
+        self._writes = sweep_counter()
 
     def acquire(
         self, key: str, *, fingerprint: str, lease: float, ttl: float, now: float
@@ -200,6 +250,8 @@ class SQLIdempotencyStore:
             outcome = self._connector.run("idempotency", attempt, atomic=True)
         if outcome is None:
             raise RuntimeError(f"idempotency key {key!r} changed inside a transaction")
+        if next(self._writes) % SWEEP_EVERY == 0:
+            _sweep_quietly(self._connector, "idempotency", lambda: self.sweep(now=now))
         return outcome
 
     def complete(self, key: str, *, token: int, result: str, ttl: float, now: float) -> bool:
@@ -227,6 +279,26 @@ class SQLIdempotencyStore:
     def delete(self, key: str) -> bool:
         """Forget ``key``; ``True`` if a record was removed."""
         return self._connector.run("idempotency", lambda s: s.change(self._delete, (key,))) > 0
+
+    def sweep(self, *, now: float) -> int:
+        """Delete up to ``SWEEP_BATCH`` rows dead for the retention at ``now`` (one statement).
+
+        Acquires call this every ``SWEEP_EVERY`` writes; it is public for tests
+        and operators. A row is dead once ``now`` is ``IDEMPOTENCY_RETENTION_SECONDS``
+        past the later of its ``expires_at`` and ``lease_until``; it was already
+        absent to ``get`` and ``acquire``.
+
+        Returns:
+            How many rows were deleted.
+
+        Raises:
+            ValueError: ``now`` is NaN or infinite.
+            StorageUnavailable: the database cannot be reached.
+        """
+        check_sweep_time(now)
+        cutoff = now - IDEMPOTENCY_RETENTION_SECONDS
+        params = (cutoff, cutoff, SWEEP_BATCH, cutoff, cutoff)
+        return self._connector.run("idempotency", lambda s: s.change(self._sweep, params))
 
 
 # --------------------------------------------------------------------------- dead letters
@@ -399,10 +471,33 @@ class SQLDeadLetterStore:
 # --------------------------------------------------------------------------- outcomes
 
 
-class SQLOutcomeStore:
-    """Outcome counters per (task, failure type, bucket), incremented by one upsert."""
+_OUTCOME_RETENTION_BUCKETS = int(OUTCOME_RETENTION_SECONDS / OUTCOME_BUCKET_SECONDS)
 
-    __slots__ = ("_add", "_connector", "_counts", "_tasks")
+
+class SQLOutcomeStore:
+    """Outcome counters per (task, failure type, bucket), incremented by one upsert.
+
+    Every ``SWEEP_EVERY`` adds, buckets older than ``OUTCOME_RETENTION_SECONDS``
+    are deleted, at most ``SWEEP_BATCH`` per task visited. The only index is the
+    primary key, which leads with the task, so a sweep works task by task (an
+    index range each, never a scan of the table): the task just written, and the
+    next task in name order after the previous sweep's, which in turn reaches
+    every task, including those no longer written. Each add creates at most one
+    row, so the ``SWEEP_EVERY`` adds between two sweeps leave at most that many
+    rows to age out, fewer than the ``SWEEP_BATCH`` a visit may delete.
+    """
+
+    __slots__ = (
+        "_add",
+        "_connector",
+        "_counts",
+        "_first_task",
+        "_next_task",
+        "_rotation",
+        "_sweep",
+        "_tasks",
+        "_writes",
+    )
 
     def __init__(self, connector: Connector) -> None:
         sql = connector.dialect.sql
@@ -419,12 +514,65 @@ class SQLOutcomeStore:
             " WHERE task_name = ? AND bucket >= ? GROUP BY failure_type"
         )
         self._tasks = sql("SELECT DISTINCT task_name FROM {p}resilience_outcomes WHERE bucket >= ?")
+        self._first_task = sql("SELECT MIN(task_name) FROM {p}resilience_outcomes")
+        self._next_task = sql(
+            "SELECT task_name FROM {p}resilience_outcomes WHERE task_name > ?"
+            " ORDER BY task_name LIMIT 1"
+        )
+        self._sweep = sql(
+            "DELETE FROM {p}resilience_outcomes WHERE (task_name, bucket, failure_type) IN"
+            " (SELECT task_name, bucket, failure_type FROM {p}resilience_outcomes"
+            " WHERE task_name = ? AND bucket < ? ORDER BY bucket LIMIT ?"
+            + connector.dialect.skip_locked
+            + ")"
+        )
+        self._rotation: str | None = None
+        self._writes = sweep_counter()
 
     def add(self, task_name: str, failure_type: str, *, success: bool, now: float) -> None:
         """Count one outcome at ``now`` (an atomic increment)."""
         bucket = math.floor(now / OUTCOME_BUCKET_SECONDS)
         params = (task_name, failure_type, bucket, int(success), int(not success))
         self._connector.run("outcomes", lambda s: s.change(self._add, params))
+        if next(self._writes) % SWEEP_EVERY == 0:
+            _sweep_quietly(
+                self._connector, "outcomes", lambda: self.sweep(now=now, task_name=task_name)
+            )
+
+    def sweep(self, *, now: float, task_name: str | None = None) -> int:
+        """Delete buckets older than the retention at ``now``, up to ``SWEEP_BATCH`` per task.
+
+        Adds call this every ``SWEEP_EVERY`` writes, with the task they wrote; it is
+        public for tests and operators. It visits ``task_name`` (when given) and the
+        next task in name order after the one the previous sweep visited, wrapping
+        around. The buckets kept are those from ``OUTCOME_RETENTION_SECONDS``
+        before the bucket holding ``now`` on.
+
+        Returns:
+            How many (task, failure type, bucket) rows were deleted.
+
+        Raises:
+            ValueError: ``now`` is NaN or infinite.
+            StorageUnavailable: the database cannot be reached.
+        """
+        check_sweep_time(now)
+        oldest = math.floor(now / OUTCOME_BUCKET_SECONDS) - _OUTCOME_RETENTION_BUCKETS
+
+        def work(session: Session) -> int:
+            rows = (
+                [] if self._rotation is None else session.rows(self._next_task, (self._rotation,))
+            )
+            if not rows:  # past the last task: start again from the first
+                rows = session.rows(self._first_task)
+            visit = {str(row[0]) for row in rows if row[0] is not None}
+            self._rotation = next(iter(visit), None)
+            if task_name is not None:
+                visit.add(task_name)
+            return sum(
+                session.change(self._sweep, (task, oldest, SWEEP_BATCH)) for task in sorted(visit)
+            )
+
+        return self._connector.run("outcomes", work)
 
     def counts(self, task_name: str, *, since: float) -> Mapping[str, OutcomeCounts]:
         """Outcomes per failure type from the bucket holding ``since`` on."""

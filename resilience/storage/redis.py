@@ -48,7 +48,12 @@ from resilience.storage._redis_common import (
 )
 from resilience.storage._redis_dead_letters import RedisDeadLetterStore
 from resilience.storage.base import BreakerRecord
-from resilience.storage.memory import OUTCOME_BUCKET_SECONDS
+from resilience.storage.memory import (
+    GC_GRACE_SECONDS,
+    OUTCOME_BUCKET_SECONDS,
+    OUTCOME_RETENTION_SECONDS,
+    TOKEN_HORIZON_SECONDS,
+)
 from resilience.storage.records import (
     Acquisition,
     IdempotencyRecord,
@@ -61,6 +66,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "GC_GRACE_SECONDS",
+    "TOKEN_HORIZON_SECONDS",
     "RedisBreakerStore",
     "RedisClient",
     "RedisDeadLetterStore",
@@ -72,14 +79,13 @@ __all__ = [
 DEFAULT_PREFIX = "resilience:"
 """The key prefix when none is given."""
 
-GC_GRACE_SECONDS = 60.0
-"""How long an idempotency record outlives its TTL and lease in Redis (collection slack)."""
-
-TOKEN_HORIZON_SECONDS = 30 * 24 * 3600.0
-"""How long a key's fencing-token counter outlives its record."""
+# GC_GRACE_SECONDS and TOKEN_HORIZON_SECONDS (shared with the SQL and memory
+# stores, which sweep on the same horizons) are re-exported from here.
 
 _HORIZON_CACHE = 64
-_OUTCOME_RETENTION = 7 * 24 * 3600
+_OUTCOME_RETENTION_BUCKETS = int(OUTCOME_RETENTION_SECONDS / OUTCOME_BUCKET_SECONDS)
+# A count's hash outlives the retention by one bucket: EXPIRE takes whole seconds.
+_OUTCOME_KEY_TTL = int(OUTCOME_RETENTION_SECONDS + OUTCOME_BUCKET_SECONDS)
 _MAX_EXPIRE_MS = 10**15
 
 
@@ -337,14 +343,13 @@ class RedisOutcomeStore:
         prefix = self._shared.prefix
         counts = f"{prefix}outcomes:count:{bucket}:{task_name}"
         buckets = f"{prefix}outcomes:buckets:{task_name}"
-        retention_buckets = int(_OUTCOME_RETENTION / OUTCOME_BUCKET_SECONDS)
         with self._shared:
             pipe = self._shared.client.pipeline(transaction=False)
             pipe.hincrby(counts, f"{failure_type}:{'s' if success else 'f'}", 1)
-            pipe.expire(counts, _OUTCOME_RETENTION + int(OUTCOME_BUCKET_SECONDS))
+            pipe.expire(counts, _OUTCOME_KEY_TTL)
             pipe.zadd(buckets, {str(bucket): bucket})
-            pipe.zremrangebyscore(buckets, "-inf", f"({bucket - retention_buckets}")
-            pipe.expire(buckets, _OUTCOME_RETENTION + int(OUTCOME_BUCKET_SECONDS))
+            pipe.zremrangebyscore(buckets, "-inf", f"({bucket - _OUTCOME_RETENTION_BUCKETS}")
+            pipe.expire(buckets, _OUTCOME_KEY_TTL)
             pipe.execute()
 
     def counts(self, task_name: str, *, since: float) -> Mapping[str, OutcomeCounts]:
