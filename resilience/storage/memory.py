@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import random
+import secrets
 import threading
 from collections import defaultdict
 from dataclasses import replace
@@ -91,8 +91,10 @@ def sweep_counter() -> itertools.count[int]:
     ``SWEEP_EVERY`` writes (a Celery child recycled by ``max_tasks_per_child``) still
     sweep, one write in ``SWEEP_EVERY`` on average. ``next()`` on it is atomic
     under the GIL; two threads sweeping at once would only delete the same rows.
+    The start comes from ``secrets``: the global ``random``, which applications
+    seed for their own reproducible runs, is left alone.
     """
-    return itertools.count(random.randrange(SWEEP_EVERY))
+    return itertools.count(secrets.randbelow(SWEEP_EVERY))
 
 
 def check_sweep_time(now: float) -> None:

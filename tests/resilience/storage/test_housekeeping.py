@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from resilience.storage import IdempotencyState, MemoryStore
+from resilience.storage import IdempotencyState, MemoryStore, open_store
 from resilience.storage._sql_roles import SQLIdempotencyStore, SQLOutcomeStore
 from resilience.storage.memory import (
     GC_GRACE_SECONDS,
@@ -418,3 +419,17 @@ def test_a_postgres_sweep_skips_a_row_being_claimed_again_instead_of_waiting(
     record = store.idempotency.get(claimed, now=late)
     assert record is not None
     assert record.token == 2
+
+
+def test_opening_stores_leaves_the_global_random_alone(tmp_path: Any) -> None:
+    """The sweep counters' random start does not draw from an application's seeded random."""
+    random.seed(7)
+    expected = [random.random() for _ in range(3)]
+    random.seed(7)
+    MemoryStore()
+    store = open_store(f"sqlite:///{tmp_path / 'seeded.sqlite3'}")
+    try:
+        assert store.url.startswith("sqlite")
+    finally:
+        store.close()
+    assert [random.random() for _ in range(3)] == expected
