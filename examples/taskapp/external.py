@@ -29,6 +29,7 @@ from examples.taskapp.db import connect, transaction
 
 if TYPE_CHECKING:
     import sqlite3
+    from collections.abc import Callable
     from pathlib import Path
 
 __all__ = [
@@ -286,11 +287,18 @@ class MailAPI:
 
     Args:
         db_path: the app's SQLite file, where the provider keeps its outbox.
+        on_delivered: called with the message id each time :meth:`send` puts a new
+            message in the outbox (like a provider's delivery webhook); not called
+            when a repeated idempotency key gets the first message's id back, nor
+            when the request fails before delivery. ``None``: no callback.
     """
 
-    def __init__(self, *, db_path: str | Path) -> None:
+    def __init__(
+        self, *, db_path: str | Path, on_delivered: Callable[[str], object] | None = None
+    ) -> None:
         _ensure_schema(db_path)
         self._db_path = db_path
+        self._on_delivered = on_delivered
 
     def send(
         self,
@@ -302,6 +310,9 @@ class MailAPI:
         attachments: tuple[str, ...] = (),
     ) -> str:
         """Send one email; a repeated idempotency key returns the first message's id.
+
+        A new message is delivered (and ``on_delivered`` called) before a planned
+        ``TIMEOUT_AFTER_DELIVERY`` loses the answer.
 
         Args:
             to: the recipient's address.
@@ -327,12 +338,16 @@ class MailAPI:
             )
         message_id = "msg-" + _digest(idempotency_key)[:16]
         with transaction(self._db_path) as conn:
-            conn.execute(
+            (requests,) = conn.execute(
                 "INSERT INTO provider_mail_outbox (idempotency_key, message_id, recipient,"
                 " subject, body, attachments, requests) VALUES (?, ?, ?, ?, ?, ?, 1)"
-                " ON CONFLICT (idempotency_key) DO UPDATE SET requests = requests + 1",
+                " ON CONFLICT (idempotency_key) DO UPDATE SET requests = requests + 1"
+                " RETURNING requests",
                 (idempotency_key, message_id, to, subject, body, ",".join(attachments)),
-            )
+            ).fetchone()
+        # Committed: the first request with this key delivered the message.
+        if requests == 1 and self._on_delivered is not None:
+            self._on_delivered(message_id)
         if planned is not None:
             _raise_for(Service.MAIL, FailureMode.TIMEOUT, planned[1])
         return message_id

@@ -201,7 +201,10 @@ def _send_once(
     body: str,
     attachments: tuple[str, ...] = (),
 ) -> tuple[str, bool]:
-    """Send an email at most once per ``key``: ``(message_id, sent_by_this_call)``."""
+    """Send an email at most once per ``key``: ``(message_id, sent_by_this_call)``.
+
+    A message the provider delivers is reported as the side effect ``("email", key)``.
+    """
     conn = db.connect(ctx.db_path)
     try:
         earlier = db.email_sent(conn, key)
@@ -209,9 +212,14 @@ def _send_once(
         conn.close()
     if earlier is not None:
         return earlier.message_id, False
+
+    def delivered(_message_id: str) -> None:
+        # The provider put a new message in its outbox, not the first one's id again.
+        ctx.record_effect("email", key)
+
     # A run killed between the send and the INSERT below sends again on redelivery;
     # the provider deduplicates on the same key, so the recipient gets one email.
-    message_id = external.MailAPI(db_path=ctx.db_path).send(
+    message_id = external.MailAPI(db_path=ctx.db_path, on_delivered=delivered).send(
         to=to, subject=subject, body=body, idempotency_key=key, attachments=attachments
     )
     record = db.EmailRecord(
@@ -315,6 +323,9 @@ def create_ppm_job(ctx: TaskContext, *, schedule_id: int, due_date: str) -> dict
         job_id, created = db.insert_ppm_job(
             conn, schedule=schedule, due_date=due, created_at=db.iso(ctx.now())
         )
+    if created:
+        # Committed: this run, and only this one, inserted the occurrence's job.
+        ctx.record_effect("ppm_job", f"{schedule_id}:{due}")
     return {"job_id": job_id, "created": created}
 
 

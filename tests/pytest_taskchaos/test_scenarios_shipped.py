@@ -9,14 +9,17 @@ behaviour: a scenario that cannot fail proves nothing.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 import types
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from examples.taskapp import db as taskapp_db
+from examples.taskapp import external
 from examples.taskapp import tasks as taskapp_tasks
 from examples.taskapp.scenario_app import make_scenario_app
 from pytest_taskchaos.runner import ScenarioResult, run_scenario
@@ -177,6 +180,182 @@ def test_deadlock_storm_without_escalation_guard_escalates_twice(
     finally:
         conn.close()
     assert (rows, levels) == (200 + duplicates, 200)
+
+
+# --------------------------------------------------------------------------- oom redelivery
+
+_OOM_TASKS = (taskapp_tasks.SEND_REMINDER_EMAIL, taskapp_tasks.CREATE_PPM_JOB)
+
+
+def _side_effects(result: ScenarioResult) -> list[tuple[str, str]]:
+    return [
+        (event.details["name"], event.details["key"])
+        for event in result.history
+        if event.kind is EventKind.SIDE_EFFECT
+    ]
+
+
+def test_oom_redelivery_reports_each_effect_once() -> None:
+    """Every reminder mail and PPM job is reported once, by the run that did it.
+
+    A run killed after its effect reports it; its redelivery finds the effect in
+    place (the sent mail, the occurrence's job) and reports nothing.
+    """
+    result = run_scenario(_shipped("oom-redelivery"))
+    history = result.history
+    effects = _side_effects(result)
+    published = {
+        name: len(
+            {e.task_id for e in history if e.kind is EventKind.PUBLISHED and e.task_name == name}
+        )
+        for name in _OOM_TASKS
+    }
+    assert len(effects) == len(set(effects)) == result.measures["tasks"] == 200
+    assert Counter(name for name, _ in effects) == {
+        "email": published[taskapp_tasks.SEND_REMINDER_EMAIL],
+        "ppm_job": published[taskapp_tasks.CREATE_PPM_JOB],
+    }
+    killed = [i for i, e in enumerate(history) if e.kind is EventKind.WORKER_LOST]
+    assert len(killed) == result.measures["faults_fired"] > 0
+    for index in killed:
+        task_id = history[index].task_id
+        reported = [
+            i
+            for i, e in enumerate(history)
+            if e.kind is EventKind.SIDE_EFFECT and e.task_id == task_id
+        ]
+        assert len(reported) == 1
+        assert reported[0] < index  # by the killed run, not by its redelivery
+    assert result.measures["duplicate_side_effects"] == 0
+
+
+_UNGUARDED_JOBS = (
+    "CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL,"
+    " status TEXT NOT NULL, ppm_schedule_id INTEGER, due_date TEXT, created_at TEXT NOT NULL,"
+    " closed_at TEXT)"
+)
+
+
+def _insert_ppm_job_unguarded(
+    conn: sqlite3.Connection,
+    *,
+    schedule: taskapp_db.PpmSchedule,
+    due_date: str,
+    created_at: str,
+) -> tuple[int, bool]:
+    """``db.insert_ppm_job`` without its ``(schedule, due_date)`` guard: every run inserts."""
+    cursor = conn.execute(
+        "INSERT INTO jobs (kind, title, status, ppm_schedule_id, due_date, created_at)"
+        " VALUES ('ppm', ?, 'open', ?, ?, ?)",
+        (schedule.title, schedule.id, due_date, created_at),
+    )
+    return int(cursor.lastrowid or 0), True
+
+
+def _oom_app_without_guards(monkeypatch: pytest.MonkeyPatch, *, keys: bool) -> list[Any]:
+    """Make ``taskchaos_weakened_apps:make_app`` the oom-redelivery app without its body guards.
+
+    The bodies lose their business-key idempotency: ``_send_once`` no longer finds
+    the mail it sent before, the mail API gets a new request key on every call (so
+    it cannot deduplicate), and PPM jobs lose their ``(schedule, due_date)``
+    constraint. Without ``keys`` the two tasks also lose their idempotency keys.
+
+    Returns:
+        The list the built app is appended to.
+    """
+    built: list[Any] = []
+    send = external.MailAPI.send
+    requests = itertools.count()
+
+    def send_without_key(self: external.MailAPI, *, idempotency_key: str, **kwargs: Any) -> str:
+        return send(self, idempotency_key=f"{idempotency_key}#{next(requests)}", **kwargs)
+
+    def make_app() -> Any:
+        app = make_scenario_app()
+        with taskapp_db.transaction(app.conf.taskapp_db_path) as conn:
+            conn.execute("ALTER TABLE jobs RENAME TO guarded_jobs")
+            conn.execute(_UNGUARDED_JOBS)
+            conn.execute("INSERT INTO jobs SELECT * FROM guarded_jobs")
+            conn.execute("DROP TABLE guarded_jobs")
+        if not keys:
+            for name in _OOM_TASKS:
+                body = app.tasks[name].__wrapped__
+                options = {
+                    option: value
+                    for option, value in taskapp_tasks.TASK_OPTIONS[name].items()
+                    if not option.startswith("idempotency_")
+                }
+                app.tasks.unregister(name)
+                app.task(base=ResilientTask, bind=True, name=name, shared=False, **options)(body)
+        built.append(app)
+        return app
+
+    monkeypatch.setattr(taskapp_db, "email_sent", lambda conn, key: None)
+    monkeypatch.setattr(external.MailAPI, "send", send_without_key)
+    monkeypatch.setattr(taskapp_db, "insert_ppm_job", _insert_ppm_job_unguarded)
+    module = types.ModuleType("taskchaos_weakened_apps")
+    module.make_app = make_app  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return built
+
+
+def _done_effects(app: Any) -> int:
+    """Mails in the provider's outbox plus PPM jobs: the effects the run really did."""
+    conn = taskapp_db.connect(app.conf.taskapp_db_path)
+    try:
+        [(mails,)] = conn.execute("SELECT COUNT(*) FROM provider_mail_outbox").fetchall()
+        [(jobs,)] = conn.execute("SELECT COUNT(*) FROM jobs WHERE kind = 'ppm'").fetchall()
+    finally:
+        conn.close()
+    return int(mails) + int(jobs)
+
+
+def test_oom_redelivery_without_idempotency_repeats_side_effects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without any idempotency every run beyond a task's first mails or inserts again.
+
+    Keys and body guards both gone: each duplicated message and each redelivery
+    after an OOM kill (the kill comes after the effect) repeats its task's effect,
+    and duplicate_side_effects counts exactly the mails and jobs done twice.
+    """
+    built = _oom_app_without_guards(monkeypatch, keys=False)
+    weakened = dataclasses.replace(
+        _shipped("oom-redelivery"), app="taskchaos_weakened_apps:make_app"
+    )
+    result = run_scenario(weakened)
+    failed = _failed(result)
+    measures = result.measures
+    duplicates = measures["duplicate_side_effects"]
+    assert failed.keys() == {"duplicate_side_effects"}
+    assert failed["duplicate_side_effects"].startswith(f"{duplicates} (")
+    assert duplicates == measures["attempts"] - measures["tasks"] > measures["faults_fired"] > 0
+    assert not any(e.kind is EventKind.IDEMPOTENCY for e in result.history)
+    [app] = built
+    assert _done_effects(app) == 200 + duplicates
+
+
+def test_oom_redelivery_without_body_guards_repeats_each_killed_effect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the task keys but not the body guards, each OOM kill's effect happens twice.
+
+    A killed run never completes its idempotency key, so the redelivery runs the
+    body again: only the body's business-key guards keep the effect single. The
+    duplicated messages still get the stored result from the key.
+    """
+    built = _oom_app_without_guards(monkeypatch, keys=True)
+    weakened = dataclasses.replace(
+        _shipped("oom-redelivery"), app="taskchaos_weakened_apps:make_app"
+    )
+    result = run_scenario(weakened)
+    failed = _failed(result)
+    duplicates = result.measures["duplicate_side_effects"]
+    assert failed.keys() == {"duplicate_side_effects"}
+    assert failed["duplicate_side_effects"].startswith(f"{duplicates} (")
+    assert duplicates == result.measures["faults_fired"] > 0
+    [app] = built
+    assert _done_effects(app) == 200 + duplicates
 
 
 # --------------------------------------------------------------------------- failover
