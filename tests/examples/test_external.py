@@ -134,6 +134,26 @@ def test_timeout_after_delivery_sends_then_raises(db_path: str) -> None:
     assert [m.requests for m in api.outbox()] == [2]
 
 
+def test_on_delivered_hears_each_new_message_once(db_path: str) -> None:
+    """The delivery callback fires for a new message, also when the answer is lost, never
+    for a repeated key or a request refused before delivery."""
+    delivered: list[str] = []
+    api = MailAPI(db_path=db_path, on_delivered=delivered.append)
+    first = _send(api, key="k1")
+    assert delivered == [first]
+    assert _send(api, key="k1") == first
+    assert delivered == [first]
+    external.set_failure(db_path, service=Service.MAIL, mode=FailureMode.UNAVAILABLE)
+    with pytest.raises(ServiceError):
+        _send(api, key="k2")
+    assert delivered == [first]
+    external.set_failure(db_path, service=Service.MAIL, mode=FailureMode.TIMEOUT_AFTER_DELIVERY)
+    with pytest.raises(TimeoutError):
+        _send(api, key="k3")
+    (third,) = (m.message_id for m in api.outbox() if m.idempotency_key == "k3")
+    assert delivered == [first, third]
+
+
 def test_report_rendering_deduplicates_on_the_key(db_path: str) -> None:
     """The same key returns the same document; another key renders another one."""
     api = ReportAPI(db_path=db_path)
