@@ -23,28 +23,28 @@ The chaos strategies validate their arguments the way the marker does: bad
 bounds raise ``resilience.errors.ConfigurationError`` naming the argument
 (``key``), and an unknown fault raises the catalog's own error.
 
+What needs no hypothesis lives in private modules, to keep this one short: the
+exceptions `failures` draws (`pytest_taskchaos._failure_catalog`), the invariant
+check (`pytest_taskchaos._backoff_invariants`, re-exported here) and the argument
+checks of the chaos strategies (`pytest_taskchaos._plan_arguments`).
+
 See ``docs/strategies.md``.
 """
 
 from __future__ import annotations
 
-import email.message
-import errno
-import functools
-import json
 import math
 import random
-import socket
-import sqlite3
-import urllib.error
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from pytest_taskchaos import schedules as sched
-from pytest_taskchaos.faults import CATALOG, Fault, InjectionPoint, fault
+from pytest_taskchaos._backoff_invariants import assert_backoff_invariants
+from pytest_taskchaos._failure_catalog import catalog, raised
+from pytest_taskchaos._plan_arguments import horizon_of, integer_of, placements_of, tasks_of
 from pytest_taskchaos.injection import injection
 from resilience import BreakerSettings, FailureType, Jitter, RetryPolicy, Strategy
 from resilience.clock import seconds_of
@@ -70,9 +70,6 @@ __all__ = [
     "retry_policies",
 ]
 
-_Maker = Callable[[], BaseException]
-_T = FailureType
-_URL = "https://api.example.com/v1/charges"
 # Growth factors above this reach any cap within a couple of retries; larger ones add
 # no new curve shapes, only slower shrinking.
 _MAX_FACTOR = 10.0
@@ -228,288 +225,6 @@ def backoff_strategies() -> SearchStrategy[Strategy]:
 # --- failures ---------------------------------------------------------------------------
 
 
-def _headers(**headers: str) -> email.message.Message:
-    message = email.message.Message()
-    for key, value in headers.items():
-        message[key.replace("_", "-")] = value
-    return message
-
-
-def _urllib_error(status: int, reason: str, **headers: str) -> BaseException:
-    return urllib.error.HTTPError(_URL, status, reason, _headers(**headers), None)
-
-
-def _chained(outer: Callable[[BaseException], BaseException], inner: BaseException) -> _Maker:
-    """A maker of ``outer`` raised ``from inner``, the way drivers get wrapped by ORMs."""
-
-    def make() -> BaseException:
-        try:
-            try:
-                raise inner  # noqa: TRY301 - raised for real, to chain like a driver error
-            except BaseException as error:
-                raise outer(error) from error
-        except BaseException as wrapped:  # noqa: BLE001 - returned, not handled
-            return wrapped
-
-    return make
-
-
-def _builtin_makers() -> list[tuple[FailureType, _Maker]]:
-    p = functools.partial
-    return [
-        (_T.TRANSIENT_DATABASE, p(sqlite3.OperationalError, "database is locked")),
-        (
-            _T.TRANSIENT_NETWORK,
-            p(ConnectionResetError, errno.ECONNRESET, "Connection reset by peer"),
-        ),
-        (_T.TRANSIENT_NETWORK, p(ConnectionRefusedError, errno.ECONNREFUSED, "Connection refused")),
-        (_T.TRANSIENT_NETWORK, p(BrokenPipeError, errno.EPIPE, "Broken pipe")),
-        (_T.TRANSIENT_RESOURCE, p(OSError, errno.EMFILE, "Too many open files")),
-        (
-            _T.TRANSIENT_RESOURCE,
-            p(BlockingIOError, errno.EAGAIN, "Resource temporarily unavailable"),
-        ),
-        (_T.TRANSIENT_RATE_LIMIT, p(_urllib_error, 429, "Too Many Requests", retry_after="30")),
-        (_T.PERMANENT_VALIDATION, p(ValueError, "invalid literal for int() with base 10: 'abc'")),
-        (_T.PERMANENT_VALIDATION, p(json.JSONDecodeError, "Expecting value", "{", 1)),
-        (
-            _T.PERMANENT_NOT_FOUND,
-            p(FileNotFoundError, errno.ENOENT, "No such file or directory", "/data/in.csv"),
-        ),
-        (_T.PERMANENT_NOT_FOUND, p(_urllib_error, 404, "Not Found")),
-        (
-            _T.PERMANENT_PERMISSION,
-            p(PermissionError, errno.EACCES, "Permission denied", "/var/app"),
-        ),
-        (_T.PERMANENT_PERMISSION, p(_urllib_error, 403, "Forbidden")),
-        (_T.PERMANENT_LOGIC, p(AssertionError, "invariant broken")),
-        (_T.PERMANENT_LOGIC, p(TypeError, "unsupported operand type(s) for +: 'int' and 'str'")),
-        (_T.PERMANENT_LOGIC, p(AttributeError, "'NoneType' object has no attribute 'id'")),
-        (_T.PERMANENT_LOGIC, p(ZeroDivisionError, "division by zero")),
-        (_T.CONFIG_MISSING_SETTING, p(KeyError, "STRIPE_API_KEY")),
-        (
-            _T.CONFIG_INVALID_SETTING,
-            p(socket.gaierror, socket.EAI_NONAME, "Name or service not known"),
-        ),
-        (
-            _T.CONFIG_MISSING_SERVICE,
-            p(ModuleNotFoundError, "No module named 'stripe'", name="stripe"),
-        ),
-        (_T.EXTERNAL_API_DOWN, p(_urllib_error, 503, "Service Unavailable")),
-        (_T.EXTERNAL_API_DOWN, p(_urllib_error, 502, "Bad Gateway")),
-        (_T.EXTERNAL_API_ERROR, p(_urllib_error, 500, "Internal Server Error")),
-        (_T.EXTERNAL_TIMEOUT, p(TimeoutError, "timed out")),
-        (_T.EXTERNAL_TIMEOUT, p(_urllib_error, 504, "Gateway Timeout")),
-        (_T.SYSTEM_OUT_OF_MEMORY, MemoryError),
-        (_T.SYSTEM_DISK_FULL, p(OSError, errno.ENOSPC, "No space left on device")),
-        (_T.SYSTEM_DISK_FULL, p(sqlite3.OperationalError, "database or disk is full")),
-        (_T.SYSTEM_WORKER_CRASH, p(ChildProcessError, "worker exited")),
-        (_T.UNKNOWN, p(RuntimeError, "unexpected state")),
-        (_T.UNKNOWN, p(Exception, "something odd happened")),
-    ]
-
-
-def _requests_makers() -> list[tuple[FailureType, _Maker]]:
-    import requests  # noqa: PLC0415 - optional library, used only when installed
-
-    def status(code: int, reason: str, **headers: str) -> BaseException:
-        response = requests.Response()
-        response.status_code, response.reason, response.url = code, reason, _URL
-        for key, value in headers.items():
-            response.headers[key.replace("_", "-")] = value
-        return requests.HTTPError(f"{code} Error: {reason} for url: {_URL}", response=response)
-
-    p = functools.partial
-    return [
-        (_T.TRANSIENT_NETWORK, p(requests.ConnectionError, "Max retries exceeded with url")),
-        (
-            _T.TRANSIENT_NETWORK,
-            p(requests.ConnectTimeout, "Connection to api.example.com timed out"),
-        ),
-        (_T.EXTERNAL_TIMEOUT, p(requests.ReadTimeout, "Read timed out. (read timeout=10)")),
-        (_T.TRANSIENT_RATE_LIMIT, p(status, 429, "Too Many Requests", retry_after="30")),
-        (_T.PERMANENT_VALIDATION, p(status, 422, "Unprocessable Entity")),
-        (_T.PERMANENT_NOT_FOUND, p(status, 404, "Not Found")),
-        (_T.PERMANENT_PERMISSION, p(status, 403, "Forbidden")),
-        (_T.EXTERNAL_API_DOWN, p(status, 503, "Service Unavailable")),
-        (_T.EXTERNAL_API_ERROR, p(status, 500, "Internal Server Error")),
-        (_T.EXTERNAL_TIMEOUT, p(status, 504, "Gateway Timeout")),
-    ]
-
-
-def _httpx_makers() -> list[tuple[FailureType, _Maker]]:
-    import httpx  # noqa: PLC0415 - optional library, used only when installed
-
-    def status(code: int, **headers: str) -> BaseException:
-        request = httpx.Request("POST", _URL)
-        response = httpx.Response(
-            code, request=request, headers={k.replace("_", "-"): v for k, v in headers.items()}
-        )
-        return httpx.HTTPStatusError(f"status {code}", request=request, response=response)
-
-    p = functools.partial
-    return [
-        (_T.TRANSIENT_NETWORK, p(httpx.ConnectError, "[Errno 111] Connection refused")),
-        (_T.EXTERNAL_TIMEOUT, p(httpx.ReadTimeout, "The read operation timed out")),
-        (_T.TRANSIENT_RATE_LIMIT, p(status, 429, retry_after="30")),
-        (_T.PERMANENT_PERMISSION, p(status, 401)),
-        (_T.EXTERNAL_API_DOWN, p(status, 502)),
-        (_T.EXTERNAL_API_ERROR, p(status, 500)),
-    ]
-
-
-def _postgres_makers() -> list[tuple[FailureType, _Maker]]:
-    import psycopg.errors as pg  # noqa: PLC0415 - optional library, used only when installed
-
-    p = functools.partial
-    return [
-        (_T.TRANSIENT_DATABASE, p(pg.DeadlockDetected, "deadlock detected")),
-        (
-            _T.TRANSIENT_DATABASE,
-            p(pg.SerializationFailure, "could not serialize access due to concurrent update"),
-        ),
-        (_T.TRANSIENT_DATABASE, p(pg.LockNotAvailable, "canceling statement due to lock timeout")),
-        (_T.TRANSIENT_DATABASE, p(pg.TooManyConnections, "sorry, too many clients already")),
-        (
-            _T.TRANSIENT_DATABASE,
-            p(pg.ConnectionFailure, "server closed the connection unexpectedly"),
-        ),
-        (
-            _T.PERMANENT_VALIDATION,
-            p(pg.UniqueViolation, 'duplicate key value violates unique constraint "order_pkey"'),
-        ),
-        (_T.PERMANENT_LOGIC, p(pg.UndefinedTable, 'relation "orders" does not exist')),
-        (
-            _T.PERMANENT_PERMISSION,
-            p(pg.InsufficientPrivilege, "permission denied for table orders"),
-        ),
-        (_T.CONFIG_INVALID_SETTING, p(pg.InvalidCatalogName, 'database "shop" does not exist')),
-        (_T.SYSTEM_OUT_OF_MEMORY, p(pg.OutOfMemory, "out of memory")),
-        (_T.SYSTEM_DISK_FULL, p(pg.DiskFull, "could not extend file: No space left on device")),
-    ]
-
-
-def _sqlalchemy_makers() -> list[tuple[FailureType, _Maker]]:
-    import sqlalchemy.exc as sa  # noqa: PLC0415 - optional library, used only when installed
-
-    def operational(error: BaseException) -> BaseException:
-        return sa.OperationalError("UPDATE orders SET paid = true", {}, error)
-
-    return [
-        (
-            _T.TRANSIENT_DATABASE,
-            _chained(operational, sqlite3.OperationalError("database is locked")),
-        ),
-    ]
-
-
-def _redis_makers() -> list[tuple[FailureType, _Maker]]:
-    import redis.exceptions as rx  # noqa: PLC0415 - optional library, used only when installed
-
-    p = functools.partial
-    return [
-        (_T.TRANSIENT_DATABASE, p(rx.BusyLoadingError, "Redis is loading the dataset in memory")),
-        (
-            _T.TRANSIENT_NETWORK,
-            p(rx.ConnectionError, "Error 111 connecting to localhost:6379. Connection refused."),
-        ),
-        (_T.TRANSIENT_RESOURCE, p(rx.LockError, "Unable to acquire lock")),
-        (_T.PERMANENT_VALIDATION, p(rx.DataError, "Invalid input of type: 'dict'.")),
-        (
-            _T.PERMANENT_PERMISSION,
-            p(rx.AuthenticationError, "invalid username-password pair or user is disabled."),
-        ),
-        (
-            _T.SYSTEM_OUT_OF_MEMORY,
-            p(rx.OutOfMemoryError, "command not allowed when used memory > 'maxmemory'."),
-        ),
-    ]
-
-
-def _botocore_makers() -> list[tuple[FailureType, _Maker]]:
-    import botocore.exceptions as bx  # type: ignore[import-untyped]  # noqa: PLC0415 - optional
-
-    def client_error(code: str, status: int) -> BaseException:
-        response: Any = {
-            "Error": {"Code": code, "Message": code},
-            "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": {}},
-        }
-        error: BaseException = bx.ClientError(response, "GetObject")
-        return error
-
-    p = functools.partial
-    return [
-        (
-            _T.TRANSIENT_NETWORK,
-            p(bx.ConnectTimeoutError, endpoint_url="https://s3.amazonaws.com/bucket"),
-        ),
-        (_T.TRANSIENT_RATE_LIMIT, p(client_error, "ThrottlingException", 400)),
-        (_T.PERMANENT_NOT_FOUND, p(client_error, "NoSuchKey", 404)),
-        (_T.PERMANENT_PERMISSION, p(client_error, "AccessDenied", 403)),
-        (_T.CONFIG_MISSING_SETTING, bx.NoCredentialsError),
-        (_T.CONFIG_MISSING_SETTING, bx.NoRegionError),
-        (_T.EXTERNAL_API_DOWN, p(client_error, "ServiceUnavailable", 503)),
-        (_T.EXTERNAL_API_ERROR, p(client_error, "InternalError", 500)),
-        (
-            _T.EXTERNAL_TIMEOUT,
-            p(bx.ReadTimeoutError, endpoint_url="https://s3.amazonaws.com/bucket"),
-        ),
-    ]
-
-
-def _celery_makers() -> list[tuple[FailureType, _Maker]]:
-    import billiard.exceptions as bl  # type: ignore[import-untyped]  # noqa: PLC0415 - optional
-    import celery.exceptions as ce  # type: ignore[import-untyped]  # noqa: PLC0415 - optional
-    import kombu.exceptions as ke  # noqa: PLC0415 - optional library, used only when installed
-
-    p = functools.partial
-    return [
-        (_T.TRANSIENT_NETWORK, p(ke.OperationalError, "[Errno 111] Connection refused")),
-        (_T.CONFIG_MISSING_SERVICE, p(ce.NotRegistered, "billing.charge")),
-        (_T.EXTERNAL_TIMEOUT, ce.SoftTimeLimitExceeded),
-        (
-            _T.SYSTEM_WORKER_CRASH,
-            p(bl.WorkerLostError, "Worker exited prematurely: signal 9 (SIGKILL) Job: 3."),
-        ),
-        (_T.SYSTEM_WORKER_CRASH, p(ce.Terminated, 15)),
-    ]
-
-
-_LIBRARIES: tuple[Callable[[], list[tuple[FailureType, _Maker]]], ...] = (
-    _requests_makers,
-    _httpx_makers,
-    _postgres_makers,
-    _sqlalchemy_makers,
-    _redis_makers,
-    _botocore_makers,
-    _celery_makers,
-)
-
-
-@functools.cache
-def _catalog() -> dict[FailureType, tuple[_Maker, ...]]:
-    """Makers per failure type: builtins first (so examples shrink to them), then libraries."""
-    pairs = _builtin_makers()
-    for library in _LIBRARIES:
-        try:
-            pairs += library()
-        except ImportError:
-            continue  # not installed: the builtins of the same type stand in
-    catalog: dict[FailureType, list[_Maker]] = {member: [] for member in FailureType}
-    for failure_type, make in pairs:
-        catalog[failure_type].append(make)
-    return {member: tuple(makers) for member, makers in catalog.items()}
-
-
-def _raised(make: _Maker) -> BaseException:
-    """A fresh exception from ``make``, raised and caught so it has a traceback like a real one."""
-    exc = make()
-    try:
-        raise exc  # noqa: TRY301 - raised for real, so it carries a traceback
-    except BaseException as caught:  # noqa: BLE001 - returned, not handled
-        return caught
-
-
 def failures(*, failure_type: FailureType | str | None = None) -> SearchStrategy[BaseException]:
     """Exceptions a task really meets, each filed by `resilience.classify` under its type.
 
@@ -529,7 +244,7 @@ def failures(*, failure_type: FailureType | str | None = None) -> SearchStrategy
     Raises:
         hypothesis.errors.InvalidArgument: when ``failure_type`` is not a failure type.
     """
-    catalog = _catalog()
+    makers = catalog()
     if failure_type is None:
         return st.one_of([failures(failure_type=member) for member in FailureType])
     try:
@@ -539,144 +254,14 @@ def failures(*, failure_type: FailureType | str | None = None) -> SearchStrategy
         raise InvalidArgument(
             f"failure_type={failure_type!r} is not a failure type; valid values: {valid}"
         ) from None
-    return st.sampled_from(catalog[member]).map(_raised)
-
-
-# --- invariants -------------------------------------------------------------------------
-
-
-def _fail(policy: RetryPolicy, message: str) -> None:
-    __tracebackhide__ = True
-    raise AssertionError(f"{message}\n  policy: {policy!r}")
-
-
-def assert_backoff_invariants(policy: RetryPolicy, *, rng: random.Random | None = None) -> None:
-    """Check the invariants every retry policy's delays must hold.
-
-    For retries 1 to ``max_retries``: the schedule has one delay per retry; every
-    delay is a number in ``[0, max_delay]`` and within ``policy.envelope(n)``; the
-    envelope's upper bound never decreases (except for decorrelated curves, whose
-    bounds are not a curve); the total is at most ``max_retries * max_delay``; and
-    the same seed gives the same schedule.
-
-    Args:
-        policy: the policy to check.
-        rng: the source of the seed for the schedule's jitter; seed 0 when omitted.
-            One value is drawn from it, so a seeded generator checks the same draw.
-
-    Raises:
-        AssertionError: naming the retry number, the values and the policy.
-    """
-    __tracebackhide__ = True
-    seed = 0 if rng is None else rng.getrandbits(64)
-    schedule = policy.schedule(rng=random.Random(seed))
-    if len(schedule) != policy.max_retries:
-        _fail(policy, f"schedule has {len(schedule)} delays for max_retries={policy.max_retries}")
-    previous_high = -math.inf
-    monotone = policy.strategy is not Strategy.DECORRELATED
-    for retry_number, delay in enumerate(schedule, start=1):
-        low, high = policy.envelope(retry_number)
-        if math.isnan(delay) or not 0.0 <= delay <= policy.max_delay:
-            _fail(
-                policy,
-                f"retry {retry_number}: delay {delay!r} outside "
-                f"[0, max_delay={policy.max_delay!r}]",
-            )
-        if not low <= delay <= high:
-            _fail(
-                policy,
-                f"retry {retry_number}: delay {delay!r} outside its envelope [{low!r}, {high!r}]",
-            )
-        if monotone and high < previous_high:
-            _fail(
-                policy,
-                f"retry {retry_number}: envelope upper bound {high!r} fell below "
-                f"{previous_high!r} of retry {retry_number - 1}",
-            )
-        previous_high = high
-    total = math.fsum(schedule)
-    if total > policy.max_retries * policy.max_delay:
-        _fail(
-            policy,
-            f"total delay {total!r} exceeds max_retries * max_delay = "
-            f"{policy.max_retries * policy.max_delay!r}",
-        )
-    again = policy.schedule(rng=random.Random(seed))
-    if again != schedule:
-        retry_number = next(
-            i for i, (a, b) in enumerate(zip(schedule, again, strict=True), 1) if a != b
-        )
-        _fail(
-            policy,
-            f"retry {retry_number}: seed {seed} gave {schedule[retry_number - 1]!r} then "
-            f"{again[retry_number - 1]!r}; the schedule is not deterministic per seed",
-        )
+    return st.sampled_from(makers[member]).map(raised)
 
 
 # --- fault schedules and plans ----------------------------------------------------------
 
-_TASK_POINTS = frozenset(point.value for point in InjectionPoint)
 # Simplest first: hypothesis shrinks a sampled choice towards the start of its list, so a
 # failing schedule trades a window or a probability for a plain count when it can.
 _CONDITIONS = ("first", "every", "attempts", "task", "window", "probability")
-# An ordinary raising fault, to validate a dependency point's name whatever faults are chosen.
-_PROBE = Fault(name="probe", failure_type=None, raises=RuntimeError)
-
-
-def _integer(value: object, *, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigurationError(f"{key} must be an integer, got {value!r}", key=key, value=value)
-    if value < minimum:
-        raise ConfigurationError(f"{key} must be >= {minimum}, got {value!r}", key=key, value=value)
-    return value
-
-
-def _horizon(value: object) -> float:
-    try:
-        seconds = seconds_of(value, name="horizon")  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise ConfigurationError(str(exc), key="horizon", value=value) from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigurationError(
-            f"horizon must be finite seconds > 0, got {value!r}", key="horizon", value=value
-        )
-    return seconds
-
-
-def _items(values: object, *, key: str, hint: str) -> list[object]:
-    """One string as a single item, else the items of an iterable (at least one)."""
-    items: object = (values,) if isinstance(values, str) else values
-    if not isinstance(items, Iterable):
-        raise ConfigurationError(
-            f"{key} must be a string or a sequence of strings, got {values!r}",
-            key=key,
-            value=values,
-        )
-    listed = list(items)
-    if not listed:
-        raise ConfigurationError(f"{key}={values!r} selects nothing; {hint}", key=key, value=values)
-    return listed
-
-
-def _patterns(values: object, *, key: str, hint: str) -> tuple[str, ...]:
-    """Non-empty strings, deduplicated in their given order."""
-    chosen: list[str] = []
-    for item in _items(values, key=key, hint=hint):
-        if not isinstance(item, str) or not item:
-            raise ConfigurationError(
-                f"{key} holds {item!r}; each must be a non-empty string", key=key, value=item
-            )
-        if item not in chosen:
-            chosen.append(item)
-    return tuple(chosen)
-
-
-def _tasks(tasks: object) -> tuple[str, ...]:
-    if tasks is None:
-        return ()
-    return _patterns(
-        tasks, key="tasks", hint="pass None for schedules and injections without task filters"
-    )
 
 
 def _windows(horizon: float) -> SearchStrategy[Schedule]:
@@ -725,10 +310,10 @@ def fault_schedules(
             an empty or non-string ``tasks`` entry, or a non-bool ``random``; ``key``
             names the argument.
     """
-    most = _integer(max_conditions, key="max_conditions", minimum=0)
-    count = _integer(max_count, key="max_count", minimum=1)
-    end = _horizon(horizon)
-    patterns = _tasks(tasks)
+    most = integer_of(max_conditions, key="max_conditions", minimum=0)
+    count = integer_of(max_count, key="max_count", minimum=1)
+    end = horizon_of(horizon)
+    patterns = tasks_of(tasks)
     if not isinstance(random, bool):
         raise ConfigurationError(
             f"random must be True or False, got {random!r}", key="random", value=random
@@ -753,62 +338,6 @@ def fault_schedules(
         return sched.all_of(*(draw(parts[kind]) for kind in chosen))
 
     return schedules()
-
-
-def _fires_at(what: str | Fault, point: str) -> bool:
-    """Whether ``injection()`` accepts ``what`` at ``point`` (the marker's own rules)."""
-    try:
-        injection(what, at=point)
-    except ConfigurationError:
-        return False
-    return True
-
-
-def _points(points: object) -> tuple[str, ...]:
-    names: list[str] = []
-    for name in _patterns(points, key="points", hint="pass at least one point, such as 'entry'"):
-        try:
-            # The marker's own check, which also normalises a dependency point (" DB " -> "db").
-            point = name if name in _TASK_POINTS else injection(_PROBE, at=name).at
-        except ConfigurationError as exc:
-            raise ConfigurationError(
-                f"points holds {name!r}, which is not an injection point: {exc}",
-                key="points",
-                value=name,
-            ) from None
-        if point not in names:
-            names.append(point)
-    return tuple(names)
-
-
-def _fault_names(faults: object) -> tuple[str, ...]:
-    chosen: list[str] = []
-    for item in _items(faults, key="faults", hint="pass None for every fault in the catalog"):
-        made = fault(item)  # type: ignore[arg-type]  # an unknown name raises the catalog's error
-        if made.name not in chosen:
-            chosen.append(made.name)
-    return tuple(chosen)
-
-
-def _placements(faults: object, points: object) -> dict[str, tuple[str, ...]]:
-    """Each usable fault's allowed points, its natural point first (the shrink target)."""
-    where = _points(points)
-    explicit = faults is not None
-    placements: dict[str, tuple[str, ...]] = {}
-    for name in _fault_names(faults) if explicit else tuple(CATALOG):
-        own = CATALOG[name].point.value
-        ordered = sorted(where, key=lambda point: point != own)
-        usable = tuple(point for point in ordered if _fires_at(name, point))
-        if usable:
-            placements[name] = usable
-        elif explicit:
-            raise ConfigurationError(
-                f"fault {name!r} cannot fire at any of points={where!r}; it fires at {own!r}, "
-                "so add that point or drop the fault",
-                key="faults",
-                value=name,
-            )
-    return placements
 
 
 def injections(
@@ -858,8 +387,8 @@ def injections(
         horizon=horizon,
         random=random,
     )
-    globs = ("*", *_tasks(tasks))
-    placements = _placements(faults, points)
+    globs = ("*", *tasks_of(tasks))
+    placements = placements_of(faults, points)
     names = tuple(placements)
 
     @st.composite
@@ -910,8 +439,8 @@ def fault_plans(
             ``max_size`` below ``min_size``, or any argument `injections` rejects;
             ``key`` names the argument.
     """
-    low = _integer(min_size, key="min_size", minimum=0)
-    high = _integer(max_size, key="max_size", minimum=0)
+    low = integer_of(min_size, key="min_size", minimum=0)
+    high = integer_of(max_size, key="max_size", minimum=0)
     if high < low:
         raise ConfigurationError(
             f"max_size={max_size!r} is below min_size={min_size!r}", key="max_size", value=max_size
@@ -995,7 +524,7 @@ def decision_sources(*, max_draws: int = _MAX_DRAWS) -> SearchStrategy[DecisionS
         resilience.errors.ConfigurationError: when ``max_draws`` is not an integer
             >= 0 (``key="max_draws"``).
     """
-    budget = _integer(max_draws, key="max_draws", minimum=0)
+    budget = integer_of(max_draws, key="max_draws", minimum=0)
 
     @st.composite
     def sources(draw: st.DrawFn) -> DecisionSource:

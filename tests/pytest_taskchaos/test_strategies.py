@@ -14,7 +14,12 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from pytest_taskchaos import strategies
+from pytest_taskchaos import (
+    _backoff_invariants,
+    _failure_catalog,
+    _plan_arguments,
+    strategies,
+)
 from pytest_taskchaos.faults import CATALOG
 from pytest_taskchaos.injection import Injection
 from pytest_taskchaos.schedules import CallInfo, DecisionSource, Schedule, probability
@@ -164,7 +169,7 @@ def test_failures_classify_as_requested(failure_type: FailureType, data: st.Data
 @pytest.mark.parametrize("failure_type", list(FailureType))
 def test_every_catalog_entry_classifies_as_its_type(failure_type: FailureType) -> None:
     """Each catalog maker, not just the ones hypothesis happens to draw, gives its type."""
-    makers = strategies._catalog()[failure_type]
+    makers = _failure_catalog.catalog()[failure_type]
     assert makers, f"no example failure for {failure_type}"
     for make in makers:
         exc = make()
@@ -177,14 +182,14 @@ def test_failures_use_real_library_classes_when_installed() -> None:
     import requests
 
     modules = {
-        type(make()).__module__ for makers in strategies._catalog().values() for make in makers
+        type(make()).__module__ for makers in _failure_catalog.catalog().values() for make in makers
     }
     assert {"psycopg.errors", "requests.exceptions", "redis.exceptions", "httpx"} <= modules
     assert psycopg.errors.DeadlockDetected in {
-        type(make()) for make in strategies._catalog()[FailureType.TRANSIENT_DATABASE]
+        type(make()) for make in _failure_catalog.catalog()[FailureType.TRANSIENT_DATABASE]
     }
     assert requests.HTTPError in {
-        type(make()) for make in strategies._catalog()[FailureType.TRANSIENT_RATE_LIMIT]
+        type(make()) for make in _failure_catalog.catalog()[FailureType.TRANSIENT_RATE_LIMIT]
     }
 
 
@@ -194,10 +199,10 @@ def test_failures_fall_back_to_builtins_without_libraries(monkeypatch: pytest.Mo
     def missing() -> list[tuple[FailureType, object]]:
         raise ImportError("not installed")
 
-    monkeypatch.setattr(strategies, "_LIBRARIES", (missing,))
-    strategies._catalog.cache_clear()
+    monkeypatch.setattr(_failure_catalog, "LIBRARIES", (missing,))
+    _failure_catalog.catalog.cache_clear()
     try:
-        catalog = strategies._catalog()
+        catalog = _failure_catalog.catalog()
         for failure_type, makers in catalog.items():
             assert makers, failure_type
             for make in makers:
@@ -211,7 +216,7 @@ def test_failures_fall_back_to_builtins_without_libraries(monkeypatch: pytest.Mo
                 }
                 assert classify(exc).failure_type is failure_type, repr(exc)
     finally:
-        strategies._catalog.cache_clear()
+        _failure_catalog.catalog.cache_clear()
 
 
 @settings(max_examples=60)
@@ -237,7 +242,7 @@ def test_failures_give_a_fresh_instance_per_draw() -> None:
 
 def test_rate_limit_failures_carry_retry_after() -> None:
     """HTTP 429 examples carry a Retry-After the classifier reads."""
-    for make in strategies._catalog()[FailureType.TRANSIENT_RATE_LIMIT]:
+    for make in _failure_catalog.catalog()[FailureType.TRANSIENT_RATE_LIMIT]:
         exc = make()
         if "HTTP" in type(exc).__name__ or "Status" in type(exc).__name__:
             assert classify(exc).retry_after == 30.0, repr(exc)
@@ -349,7 +354,7 @@ def test_decorrelated_envelopes_may_not_be_monotone() -> None:
 
 def test_invariant_checker_hides_its_frames() -> None:
     """Both the public helper and its failure helper hide their frames from tracebacks."""
-    for function in (assert_backoff_invariants, strategies._fail):
+    for function in (assert_backoff_invariants, _backoff_invariants._fail):
         assert "__tracebackhide__" in function.__code__.co_varnames
 
 
@@ -553,11 +558,11 @@ def test_injections_are_valid_catalog_injections(drawn: Injection) -> None:
 
 def test_injections_default_to_every_fault_that_fires_at_the_points() -> None:
     """The default faults are those the points allow, each at its own point first."""
-    placements = strategies._placements(None, ("entry", "exit"))
+    placements = _plan_arguments.placements_of(None, ("entry", "exit"))
     assert set(placements) == set(CATALOG) - _NOT_AT_TASK_POINTS
     assert placements["worker_lost"] == ("exit", "entry")
     assert placements["deadlock"] == ("entry", "exit")
-    assert strategies._placements(None, ("publish", "result")) == {
+    assert _plan_arguments.placements_of(None, ("publish", "result")) == {
         "broker_down": ("publish",),
         "result_backend_down": ("result",),
     }
