@@ -11,10 +11,10 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_taskchaos._scenario_schema import ArrivalPattern, KeyPattern, TaskCall
+from pytest_taskchaos._scenario_values import ArrivalPattern, KeyPattern, TaskCall
 
 if TYPE_CHECKING:
-    from pytest_taskchaos._scenario_schema import Workload
+    from pytest_taskchaos._scenario_values import Workload
 
 __all__ = ["Planned", "plan"]
 

@@ -58,7 +58,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from pytest_taskchaos._history import Event, EventKind
-from pytest_taskchaos._scenario_schema import did_you_mean
+from pytest_taskchaos._scenario_fields import did_you_mean
 from pytest_taskchaos._workload import plan
 from pytest_taskchaos.scenario import Scenario
 from pytest_taskchaos.simulation import Simulation, StepBudgetExceeded

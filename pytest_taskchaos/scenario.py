@@ -22,8 +22,18 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from pytest_taskchaos import _scenario_schema as _s
-from pytest_taskchaos._scenario_schema import (
+from pytest_taskchaos import _scenario_reader as _s
+from pytest_taskchaos._scenario_fields import (
+    check_import_path,
+    check_int,
+    check_name,
+    did_you_mean,
+    duration,
+    failure_type,
+    is_duration_text,
+    show,
+)
+from pytest_taskchaos._scenario_values import (
     Arrival,
     ArrivalPattern,
     BreakerExpectation,
@@ -37,12 +47,6 @@ from pytest_taskchaos._scenario_schema import (
     Scenario,
     TaskCall,
     Workload,
-    check_import_path,
-    check_int,
-    check_name,
-    duration,
-    failure_type,
-    show,
 )
 from pytest_taskchaos.faults import CATALOG
 from pytest_taskchaos.injection import Injection, injection
@@ -336,13 +340,13 @@ def _fault(ctx: _Checker, value: object, path: _Path) -> Injection | None:
             return injection(name, **schedule, **params)
         except ConfigurationError as exc:
             key = exc.key or ""
-            if key in params and _s.is_duration_text(params[key]):
+            if key in params and is_duration_text(params[key]):
                 params[key] = duration(params[key])  # a parameter in seconds, written "30s"
                 continue
             message = str(exc)
             takes = [taken for taken, _ in CATALOG[name].params] if name in CATALOG else []
             if key in params and key not in takes:
-                message += _s.did_you_mean(key, [*takes, *_SCHEDULE_KEYS, "fault"])
+                message += did_you_mean(key, [*takes, *_SCHEDULE_KEYS, "fault"])
             ctx.fail(ctx.locate(path, key), message, exc.value)
             return None
         except TypeError:  # a key that is one of injection()'s own arguments ("what")
@@ -593,14 +597,12 @@ def _parse(text: str, source: str) -> tuple[list[Scenario], list[ScenarioError]]
         if isinstance(items, list) and items:
             entries = [(("scenarios", index), item) for index, item in enumerate(items)]
         else:
-            ctx.fail(
-                ("scenarios",), f"expected a non-empty list of scenarios, got {_s.show(items)}"
-            )
+            ctx.fail(("scenarios",), f"expected a non-empty list of scenarios, got {show(items)}")
     elif isinstance(data, dict):
         entries = [((), data)]
     else:
         ctx.fail(
-            (), f"expected a scenario (a mapping) or 'scenarios:' at the top, got {_s.show(data)}"
+            (), f"expected a scenario (a mapping) or 'scenarios:' at the top, got {show(data)}"
         )
     scenarios = [_scenario(ctx, item, path, source) for path, item in entries]
     first: dict[str, int] = {}

@@ -884,20 +884,18 @@ def test_durations_schema_pattern_matches_the_loader() -> None:
 
 def test_public_names_are_exported() -> None:
     """__all__ is sorted, names only what exists, and exports every value class of the format."""
-    from pytest_taskchaos import _scenario_schema, scenario
+    from pytest_taskchaos import _scenario_values, scenario
 
     def style(name: str) -> tuple[bool, bool, str]:
         return (not name.isupper(), not name[0].isupper(), name)
 
     assert scenario.__all__ == sorted(scenario.__all__, key=style)
     assert all(hasattr(scenario, name) for name in scenario.__all__)
-    machinery = {"Checker", "Document", "Problem"}  # reading internals, not values
     classes = {
         name
-        for name, value in vars(_scenario_schema).items()
+        for name, value in vars(_scenario_values).items()
         if isinstance(value, type)
-        and value.__module__ == _scenario_schema.__name__
+        and value.__module__ == _scenario_values.__name__
         and not name.startswith("_")
-        and name not in machinery
     }
     assert classes <= set(scenario.__all__)
