@@ -62,6 +62,7 @@ __all__ = ["exception_from_text", "main"]
 _ERRNO = re.compile(r"\[Errno (-?\d+)\]")
 # Celery's worker log: "Task proj.add[<id>] raised unexpected: ConnectionError('refused')".
 _CELERY_LOG = re.compile(r"raised unexpected: ([A-Za-z_][\w.]*)\((.*)\)\s*$", re.DOTALL)
+_FRAME = re.compile(r'^\s+File "')
 _QUALNAME = re.compile(r"^\s*([A-Za-z_][\w.]*)(?::\s?(.*))?$", re.DOTALL)
 
 
@@ -128,8 +129,15 @@ def _exception_line(text: str) -> str:
         if len(arguments) >= 2 and arguments[0] == arguments[-1] and arguments[0] in "'\"":
             arguments = arguments[1:-1]
         return f"{name}: {arguments}"
-    # A traceback ends with the exception line; anything after it ("[...] ERROR")
-    # in a log excerpt is skipped by taking the last line that names a class.
+    # In a traceback the exception line is the first unindented line after the last
+    # frame; what follows it (psycopg2's DETAIL/HINT/CONTEXT lines, a message's
+    # later lines, "[...] ERROR" of a log excerpt) is not the exception's name.
+    frames = [i for i, line in enumerate(lines) if _FRAME.match(line)]
+    if frames:
+        for line in lines[frames[-1] + 1 :]:
+            if not line.startswith((" ", "\t")) and _QUALNAME.match(line):
+                return line
+    # No frames: the last line that names a class.
     for line in reversed(lines):
         if not line.startswith((" ", "\t")) and _QUALNAME.match(line) and ":" in line:
             return line

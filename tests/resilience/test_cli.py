@@ -627,6 +627,29 @@ def test_classify_reads_a_pasted_traceback_on_stdin(
     assert verdict["confidence"] > 0.5
 
 
+def test_classify_skips_the_detail_lines_after_a_psycopg2_exception(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DETAIL / HINT / CONTEXT lines after the exception line do not hide the exception."""
+    traceback = textwrap.dedent(
+        """\
+        Traceback (most recent call last):
+          File "tickets.py", line 40, in escalate
+            cursor.execute(UPDATE_TICKET, (ticket_id,))
+        psycopg2.errors.DeadlockDetected: deadlock detected
+        DETAIL:  Process 4711 waits for ShareLock on transaction 9; blocked by process 4712.
+        HINT:  See server log for query details.
+        CONTEXT:  while updating tuple (0,3) in relation "tickets"
+        """
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO(traceback))
+    status, out, _ = run(capsys, "classify", "--json")
+    assert status == 0
+    verdict = json.loads(out)
+    assert verdict["failure_type"] == "TRANSIENT_DATABASE"
+    assert "DeadlockDetected" in verdict["evidence"]
+
+
 def test_classify_reads_a_celery_log_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
