@@ -104,7 +104,16 @@ def open_store(url: str | None = None) -> Store:
         module = importlib.import_module("resilience.storage.redis")
         redis_store: Store = module.RedisStore.from_url(raw)
         return redis_store
-    module = importlib.import_module("resilience.storage.postgres")
+    try:
+        module = importlib.import_module("resilience.storage.postgres")
+    except ImportError as missing:
+        if missing.name != "psycopg":
+            raise
+        raise ConfigurationError(
+            f"store URL {masked!r} needs psycopg 3: pip install 'pytest-taskchaos[postgres]'",
+            key="url",
+            value=masked,
+        ) from None
     postgres_store: Store = module.PostgresStore(raw)
     return postgres_store
 

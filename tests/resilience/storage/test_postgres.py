@@ -12,6 +12,8 @@ import contextlib
 import importlib.util
 import os
 import socket
+import subprocess
+import sys
 import threading
 import traceback
 import uuid
@@ -458,3 +460,25 @@ def test_ten_thousand_dead_letters_filter_page_and_bulk_retry(url: str, schema: 
         assert dlq.count(DeadLetterFilter()) == 9_000
     finally:
         store.close()
+
+
+def test_without_psycopg_open_store_says_what_to_install() -> None:
+    """A postgresql:// URL without psycopg installed is a ConfigurationError with the extra."""
+    script = """
+import sys
+sys.modules["psycopg"] = None
+from resilience.errors import ConfigurationError
+from resilience.storage import open_store
+try:
+    open_store("postgresql://app:s3cret@db.example/app")
+except ConfigurationError as exc:
+    assert "pip install 'pytest-taskchaos[postgres]'" in str(exc), exc
+    assert "s3cret" not in str(exc) and exc.key == "url", exc
+else:
+    raise AssertionError("open_store worked without psycopg")
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
