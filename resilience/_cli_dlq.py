@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import importlib
+import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -241,8 +242,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         ("queue", record.queue),
         ("correlation id", record.correlation_id),
         ("flags", ", ".join(record.flags) or None),
-        ("args", dump_json(record.args).replace("\n", " ")),
-        ("kwargs", dump_json(record.kwargs).replace("\n", " ")),
+        ("args", json.dumps(record.args)),
+        ("kwargs", json.dumps(record.kwargs)),
     ]
     for key, value in fields:
         print(f"{key:>14}: {'-' if value is None else value}")

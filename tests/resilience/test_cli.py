@@ -201,6 +201,14 @@ def test_show_prints_everything_and_json(
     status, out, _ = run(capsys, "dlq", "show", record.id)
     assert status == 0
     assert "failure type: PERMANENT_VALIDATION" in out
+    lines = {
+        line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip()
+        for line in out.splitlines()
+        if ":" in line
+    }
+    # One line of compact JSON each, as stored (no indentation left inside).
+    assert json.loads(lines["args"]) == record.args
+    assert json.loads(lines["kwargs"]) == record.kwargs
     assert '"amount": -5' in out
     assert "history:" in out
     assert "worker  add" in out
