@@ -17,7 +17,7 @@ import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar, cast, overload
 
 from resilience.clock import Clock, system_clock
 from resilience.errors import ConfigurationError
@@ -461,6 +461,11 @@ def _wrap_async(retrier: _Retrier, fn: Callable[P, Awaitable[T]]) -> Callable[P,
     return functools.wraps(fn)(wrapper)
 
 
+@overload
+def retry(fn: Callable[P, T], /) -> Callable[P, T]: ...
+
+
+@overload
 def retry(
     *,
     on: ExceptionMatcher | None = None,
@@ -471,8 +476,25 @@ def retry(
     clock: Clock | None = None,
     rng: random.Random | None = None,
     classifier: Callable[[BaseException], Classification] = classify,
-) -> Callable[[Callable[P, T]], Callable[P, T]]:
+) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
+
+
+def retry(
+    fn: Callable[P, T] | None = None,
+    /,
+    *,
+    on: ExceptionMatcher | None = None,
+    policy: RetryPolicy | None = None,
+    max_retries: int | None = None,
+    before_sleep: Callable[[RetryState], object] | None = None,
+    after_attempt: Callable[[RetryState], object] | None = None,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    classifier: Callable[[BaseException], Classification] = classify,
+) -> Callable[P, T] | Callable[[Callable[P, T]], Callable[P, T]]:
     """Retry a function or coroutine function when it raises.
+
+    ``@retry`` and ``@retry()`` are the same: the taxonomy's defaults.
 
     Without ``on=``, ``classifier`` (the taxonomy) decides: a failure is retried
     when its classification recommends it, and retry number *n* waits
@@ -499,8 +521,8 @@ def retry(
         classifier: maps an exception to a :class:`~resilience.taxonomy.Classification`.
 
     Returns:
-        A decorator keeping the wrapped function's signature; coroutine functions
-        stay coroutine functions.
+        A decorator keeping the wrapped function's signature (coroutine functions
+        stay coroutine functions); used bare, the decorated function.
 
     Raises:
         ConfigurationError: on an invalid ``on=``, ``policy=``, ``max_retries=`` or hook.
@@ -524,7 +546,7 @@ def retry(
             return cast("Callable[P, T]", _wrap_async(retrier, async_fn))
         return _wrap_sync(retrier, fn)
 
-    return decorate
+    return decorate if fn is None else decorate(fn)
 
 
 # --------------------------------------------------------------------------- context form

@@ -850,3 +850,31 @@ def test_decorating_a_non_callable_is_a_type_error() -> None:
     """retry()(x) with a non-callable x raises TypeError."""
     with pytest.raises(TypeError, match="callable"):
         retry()(42)  # type: ignore[arg-type]
+
+
+def test_bare_retry_decorates_like_retry_with_no_arguments() -> None:
+    """`@retry` without parentheses wraps the function (sync and async) with the defaults."""
+    calls: list[int] = []
+
+    @retry
+    def add(a: int, b: int) -> int:
+        calls.append(a)
+        return a + b
+
+    @retry
+    async def negate(a: int) -> int:
+        return -a
+
+    @retry
+    def refuse(amount: int) -> None:
+        calls.append(amount)
+        raise ValueError(f"amount {amount} must be positive")
+
+    assert add(2, 3) == 5
+    assert inspect.iscoroutinefunction(negate)
+    assert asyncio.run(negate(4)) == -4
+    # A permanent failure is not retried: one call, the exception itself.
+    with pytest.raises(ValueError, match="amount -5 must be positive"):
+        refuse(-5)
+    assert calls == [2, -5]
+    assert add.__name__ == "add"
