@@ -328,3 +328,62 @@ def test_worker_killed_holding_a_key_is_taken_over_after_its_lease(
         with guard.claim(key, fingerprint="fp") as duplicate:
             assert duplicate.result == "recovered"
         assert runs == [1]
+
+
+# One claimant of a cross-process race: it waits for "go" on stdin (so all start
+# together without sleeping), claims the key and says what happened to it.
+_CLAIMANT = (
+    _WORKER.split("guard = ", maxsplit=1)[0]
+    + """
+guard = IdempotencyGuard(store, clock=FakeClock(start=spec["now"]), lease=spec["lease"])
+print("ready", flush=True)
+sys.stdin.readline()
+from resilience.errors import IdempotencyInProgress
+try:
+    with guard.claim(spec["key"], fingerprint="fp") as claim:
+        if claim.owned:
+            claim.complete("done")
+            print("ran", flush=True)
+        else:
+            print("duplicate", flush=True)
+except IdempotencyInProgress:
+    print("busy", flush=True)
+"""
+)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])
+def test_processes_racing_for_one_key_run_the_body_once(backend: str, tmp_path: Path) -> None:
+    """Six worker processes claim one key at once: exactly one runs (lessons 25 and 33)."""
+    with _server_store(backend, tmp_path) as (_store, spec):
+        spec |= {"key": f"race-{uuid.uuid4().hex}", "now": START, "lease": 60.0}
+        claimants = [
+            subprocess.Popen(
+                [sys.executable, "-c", _CLAIMANT, json.dumps(spec)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        try:
+            for claimant in claimants:
+                assert claimant.stdout is not None
+                assert claimant.stdout.readline().strip() == "ready"
+            for claimant in claimants:
+                assert claimant.stdin is not None
+                claimant.stdin.write("go\n")
+                claimant.stdin.flush()
+            answers = []
+            for claimant in claimants:
+                out, err = claimant.communicate(timeout=60)
+                assert claimant.returncode == 0, err
+                answers.append(out.strip())
+        finally:
+            for claimant in claimants:
+                if claimant.poll() is None:
+                    claimant.kill()
+                    claimant.wait()
+        assert answers.count("ran") == 1, answers
+        assert set(answers) <= {"ran", "busy", "duplicate"}, answers
