@@ -174,10 +174,20 @@ class FaultEffects:
             self._queue.push(dataclasses.replace(message, due=self._clock.time(), redelivered=True))
             record(EventKind.REDELIVERED, name, task_id, attempt, reason="worker_lost")
             return
-        # Celery's main process: mark FAILURE and send task_failure with the request pushed.
+        # Celery's main process: mark FAILURE (stored unless the result is ignored and
+        # errors are not kept) and send task_failure with the request pushed.
         einfo = LightExceptionInfo((type(exc), exc, exc.__traceback__))
-        task.backend.mark_as_failure(task_id, exc, request=task.request, store_result=True)
-        task.request_stack.push(celery_trace.Context(request))
+        context = celery_trace.Context(request)
+        ignore_result = request.get("ignore_result")
+        if ignore_result is None:
+            ignore_result = task.ignore_result
+        task.backend.mark_as_failure(
+            task_id,
+            exc,
+            request=context,
+            store_result=not ignore_result or task.store_errors_even_if_ignored,
+        )
+        task.request_stack.push(context)
         try:
             celery_signals.task_failure.send(
                 sender=task,

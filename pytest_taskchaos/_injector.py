@@ -55,6 +55,11 @@ class Injector:
         on_fire: ``on_fire(active, where, detail)``: does what the fault does
             (raises, most often).
         on_call: ``on_call(spec, detail)``: a watched dependency call went through.
+
+    Attributes:
+        result_backends: the backends results are stored in while the simulation
+            runs (its in-memory ones; set on entering it), whose ``mark_as_done``
+            the ``result`` point patches; empty: the app's ``backend``.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class Injector:
         self._points: set[str] = set()
         self._watched: set[str] = set()
         self._result_patched = False
+        self.result_backends: list[Any] = []
 
     # ------------------------------------------------------------------ setup
 
@@ -113,6 +119,7 @@ class Injector:
         self._tasks.clear()
         self._points.clear()
         self._result_patched = False
+        self.result_backends = []
         self._stack = None
 
     def targets(self, point: str) -> bool:
@@ -152,16 +159,19 @@ class Injector:
     def _patch_result(self) -> None:
         if self._result_patched or self._stack is None:
             return
-        backend = self.app.backend
-        original = backend.mark_as_done
+        for backend in self.result_backends or [self.app.backend]:
+            replace(self._stack, backend, "mark_as_done", self._storing(backend.mark_as_done))
+        self._result_patched = True
+
+    def _storing(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        """``original`` (a backend's ``mark_as_done``) with the ``result`` point fired first."""
         fire = self.fire
 
         def mark_as_done(task_id: str, result: Any, request: Any = None, *a: Any, **k: Any) -> Any:
             fire(_RESULT, getattr(request, "task", None) or "")
             return original(task_id, result, request, *a, **k)
 
-        replace(self._stack, backend, "mark_as_done", mark_as_done)
-        self._result_patched = True
+        return mark_as_done
 
     def _patch_point(self, spec: str) -> None:
         if spec in self._points or self._stack is None:

@@ -38,6 +38,17 @@ publish from a task read) is the one Celery builds under ``USE_FAST_LOCALS``: a
 ``threading.local`` list instead of a ``Local`` whose lookups fail into
 ``__getattr__`` first, the same stack semantics at a tenth of the cost.
 
+Results: nothing reaches the app's result backend either. For the length of the
+simulation the app's backend, and the one a task names for itself, is Celery's
+in-memory key-value backend (``cache+memory://``'s ``CacheBackend``, with a cache of
+its own per simulation; see ``_results``): results are stored and read as with
+Redis (same keys, the app's serializer), so ``AsyncResult(id).state`` / ``.result``
+of the results ``delay()`` returned read SUCCESS, RETRY or FAILURE inside the block
+and after it; ``task_ignore_result`` / ``ignore_result`` store nothing, as Celery.
+The original backends come back, untouched, when the block ends. An app without a
+result backend keeps Celery's ``DisabledBackend``. No broker or result server is
+ever connected to: an app configured with unreachable ones runs the same.
+
 Garbage collection: ``drain()`` turns automatic collection off while it runs and
 collects the young generations every 1,000 runs (each failed run leaves a reference
 cycle: Celery's ``Retry`` holds itself), then turns it back on.
@@ -64,7 +75,8 @@ Not simulated: message expiry, the publish signals (``before_task_publish`` /
 
 This module holds the public class and the run loop; its parts live in private
 modules: the publishing capture in ``_capture``, the history and ``resilience``'s
-signals in ``_recorder``, what a firing fault does in ``_faulting``.
+signals in ``_recorder``, what a firing fault does in ``_faulting``, the in-memory
+result backend in ``_results``.
 """
 
 from __future__ import annotations
@@ -98,6 +110,7 @@ from pytest_taskchaos._parts import (
     replace,
 )
 from pytest_taskchaos._recorder import Recorder
+from pytest_taskchaos._results import swap_result_backends
 from pytest_taskchaos.faults import InjectionPoint
 from pytest_taskchaos.injection import Injection, injection
 from resilience.celery import installed
@@ -170,9 +183,12 @@ class Simulation:
     and the store (``memory://`` unless given), its engine's jitter drawn from the
     seeded generator (``resilience.celery.installed``: the app's configured
     policies, settings, budget and redaction stay), seeds the global ``random``
-    (Celery's retry jitter) and starts one freezegun freezer that follows the
-    virtual clock. Leaving undoes the patches, stops the freezer, restores the
-    global ``random``'s state and puts the app's previous installation back.
+    (Celery's retry jitter), makes the app's result backend (and any task's own)
+    an in-memory one of this simulation's (an app without one keeps none), and
+    starts one freezegun freezer that follows the virtual clock. Leaving undoes the
+    patches (the app's own result backend is back), stops the freezer, restores the
+    global ``random``'s state and puts the app's previous installation back, also
+    when the block raised.
 
     Args:
         app: the Celery app whose tasks run in the simulation.
@@ -260,6 +276,7 @@ class Simulation:
             freezer = freeze_time(self._wall_clock(), ignore=["_pytest", "pluggy"])
             self._frozen = freezer.start()
             stack.callback(freezer.stop)
+            self._injector.result_backends = swap_result_backends(stack, self.app)
             self._capture.patch(stack)
             self._patch_retry(stack)
             self._capture.open_producer(stack)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pytest_taskchaos.cli import main
 
@@ -124,6 +124,62 @@ def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert main(["validate", str(bad)]) == 2
     assert f"{bad}:4:" in capsys.readouterr().err
+
+
+UNREACHABLE_APP = """
+import os
+
+from celery import Celery
+
+from resilience import RetryPolicy
+from resilience.celery import ResilientTask
+
+FAST = {"TRANSIENT_DATABASE": RetryPolicy(max_retries=3, initial_delay=10.0, jitter="none")}
+
+
+def make_app():
+    url = os.environ["TASKCHAOS_TEST_UNREACHABLE_REDIS"]
+    app = Celery("unreachable", broker=f"{url}/0", backend=f"{url}/1", set_as_current=False)
+
+    @app.task(
+        base=ResilientTask,
+        bind=True,
+        name="shop.charge",
+        shared=False,
+        resilience={"policies": FAST},
+    )
+    def charge(self, order):
+        return order
+
+    return app
+"""
+UNREACHABLE = """
+name: unreachable-servers
+app: unreachable_servers_app:make_app
+tasks: [{name: shop.charge, args: ["{n}"]}]
+workload: {count: 5}
+faults: [{fault: deadlock, times: 2}]
+expect: {completion_ratio: 1.0, max_dlq: 0, all_faults_fired: true}
+"""
+
+
+def test_run_passes_a_scenario_whose_app_has_an_unreachable_redis_broker_and_backend(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    unreachable: str,
+    connects: list[Any],
+) -> None:
+    """The app as a worker runs it (Redis broker and result backend, down): PASS, no connect."""
+    _write(tmp_path, "unreachable_servers_app.py", UNREACHABLE_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("TASKCHAOS_TEST_UNREACHABLE_REDIS", unreachable)
+    path = _write(tmp_path, "unreachable.yaml", UNREACHABLE)
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split()[:4] == ["unreachable-servers", "5", "2", "2"]
+    assert "1 passed, 0 failed" in out
+    assert connects == []
 
 
 def test_list_faults(capsys: pytest.CaptureFixture[str]) -> None:

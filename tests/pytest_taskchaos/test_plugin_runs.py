@@ -786,6 +786,55 @@ def test_the_app_comes_from_a_chaos_app_fixture_or_the_ini_and_its_absence_says_
     )
 
 
+UNREACHABLE_SERVERS = """
+import socket
+
+import pytest
+from shopapp import app, charge
+
+
+@pytest.fixture
+def refused(monkeypatch):
+    attempted = []
+
+    def refuse(sock, address):
+        attempted.append(address)
+        raise ConnectionRefusedError(address)
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempted
+
+
+@pytest.mark.chaos("deadlock", times=2, task="shop.charge")
+def test_runs_in_memory(refused, chaos):
+    result = charge.delay(1)
+    chaos.drain()
+    chaos.assert_retried("shop.charge", times=2)
+    assert (result.state, result.result) == ("SUCCESS", 1)
+    assert type(app.backend).__name__ == "CacheBackend"
+    assert refused == []
+
+
+def test_the_apps_backend_is_back():
+    assert type(app.backend).__name__ == "RedisBackend"
+"""
+
+
+def test_an_app_whose_broker_and_result_backend_are_unreachable_runs_its_chaos_tests(
+    pytester: pytest.Pytester, unreachable: str
+) -> None:
+    """The user's app as configured for production (Redis everywhere, nothing listening) passes."""
+    pytester.makepyfile(
+        shopapp=SHOP_APP.replace(
+            'broker="memory://"', f'broker="{unreachable}/0", backend="{unreachable}/1"'
+        )
+    )
+    pytester.makeini(INI)
+    pytester.makepyfile(test_servers=UNREACHABLE_SERVERS)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2)
+
+
 # --------------------------------------------------------------------------- xdist
 
 SPLIT_A = """

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
+import socket
+import threading
 import time
+import warnings
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +15,8 @@ from typing import Any
 import pytest
 from celery import Celery, current_task
 from celery import _state as celery_state
+from celery.backends.cache import CacheBackend
+from celery.backends.redis import RedisBackend
 
 from pytest_taskchaos.simulation import (
     DEFAULT_START,
@@ -30,8 +36,15 @@ NO_JITTER = RetryPolicy(max_retries=4, initial_delay=10.0, factor=2.0, jitter="n
 class Workload:
     """A fresh Celery app with a flaky, a permanent, a looping and a plain task."""
 
-    def __init__(self, *, failures: int = 2, jitter: bool = False) -> None:
-        self.app = Celery("simtest", broker="memory://", set_as_current=False)
+    def __init__(
+        self,
+        *,
+        failures: int = 2,
+        jitter: bool = False,
+        broker: str = "memory://",
+        backend: str | None = None,
+    ) -> None:
+        self.app = Celery("simtest", broker=broker, backend=backend, set_as_current=False)
         self.failures = failures
         self.calls: list[dict[str, Any]] = []
         self.effects = 0
@@ -454,3 +467,292 @@ def test_light_traceback_ends_with_the_standard_exception_line() -> None:
     assert render(Custom, Custom("why"), None).endswith(
         f"{Custom.__module__}.{Custom.__qualname__}: why\n"
     )
+
+
+# ------------------------------------------------------------------ the result backend
+
+
+def test_an_unreachable_broker_and_result_backend_are_never_connected_to(
+    unreachable: str, connects: list[Any]
+) -> None:
+    """Redis broker and backend on a dead port: the run completes in memory, no connect tried."""
+    work = Workload(broker=f"{unreachable}/0", backend=f"{unreachable}/1")
+    in_thread: list[Any] = []
+    with Simulation(work.app) as sim:
+        backend = work.app.backend
+        assert type(backend) is CacheBackend
+        assert work.flaky.backend is backend
+        # Celery keeps the backend per thread for some backends: every thread gets this one.
+        reader = threading.Thread(target=lambda: in_thread.append(work.app.backend))
+        reader.start()
+        reader.join()
+        result = work.flaky.delay(7)
+        assert sim.run_until_idle() == 3
+        assert (result.backend, result.state, result.result) == (backend, "SUCCESS", 7)
+    assert in_thread == [backend]
+    assert len(sim.events(kind="retried", task="sim.flaky")) == 2
+    assert kinds(sim, "sim.flaky")[-2:] == ["succeeded", "acked"]
+    assert connects == []
+    assert isinstance(work.app.backend, RedisBackend)
+    assert work.app.backend.url == f"{unreachable}/1"
+
+
+def test_results_of_delay_read_what_a_worker_stores_during_and_after_the_run(
+    unreachable: str, connects: list[Any]
+) -> None:
+    """PENDING, RETRY, then SUCCESS; a dead-lettered task reads FAILURE with its exception."""
+    work = Workload(backend=f"{unreachable}/1")
+    with Simulation(work.app) as sim:
+        flaky = work.flaky.delay(7)
+        permanent = work.permanent.delay(3)
+        assert (flaky.state, permanent.state) == ("PENDING", "PENDING")
+        sim.drain(until=1)
+        assert flaky.state == "RETRY"
+        assert isinstance(flaky.result, ConnectionResetError)
+        sim.run_until_idle()
+        assert (flaky.state, flaky.result) == ("SUCCESS", 7)
+        assert permanent.state == "FAILURE"
+        assert isinstance(permanent.result, ValueError)
+        assert work.app.AsyncResult(flaky.id).state == "SUCCESS"
+    assert [e.task_name for e in sim.events(kind="dead_lettered")] == ["sim.permanent"]
+    assert (flaky.state, permanent.state) == ("SUCCESS", "FAILURE")
+    assert connects == []
+
+
+def test_ignored_results_are_not_stored_as_celery_does(
+    unreachable: str, connects: list[Any]
+) -> None:
+    """task_ignore_result, ignore_result and the call's ignore_result decide, as on a worker."""
+    app = Celery("simignore", broker="memory://", backend=f"{unreachable}/1", set_as_current=False)
+    app.conf.task_ignore_result = True
+
+    @app.task(name="sim.ignored", shared=False)
+    def ignored(n: int) -> int:
+        return n
+
+    @app.task(name="sim.kept", shared=False, ignore_result=False)
+    def kept(n: int) -> int:
+        return n
+
+    @app.task(name="sim.lost", shared=False)
+    def lost(n: int) -> int:
+        return n
+
+    @app.task(name="sim.lost_kept", shared=False, store_errors_even_if_ignored=True)
+    def lost_kept(n: int) -> int:
+        return n
+
+    with Simulation(app) as sim:
+        sim.inject("worker_lost", task="sim.lost*", at="entry")
+        results = [
+            ignored.delay(1),
+            ignored.apply_async((2,), ignore_result=False),
+            kept.delay(3),
+            lost.delay(4),
+            lost_kept.delay(5),
+        ]
+        sim.run_until_idle()
+        states = [result.state for result in results]
+        stored = app.backend.client.cache
+    assert states == ["PENDING", "SUCCESS", "SUCCESS", "PENDING", "FAILURE"]
+    assert type(results[4].result).__name__ == "WorkerLostError"
+    assert len(stored) == 3
+    assert connects == []
+
+
+def test_a_tasks_own_result_backend_is_swapped_too_and_comes_back(
+    unreachable: str, connects: list[Any]
+) -> None:
+    """@app.task(backend=...) and task.backend = ... get in-memory backends of their own."""
+    app = Celery("simown", broker="memory://", backend=f"{unreachable}/1", set_as_current=False)
+    apps = app.backend
+    declared = RedisBackend(app=app, url=f"{unreachable}/2")
+    assigned = RedisBackend(app=app, url=f"{unreachable}/3")
+
+    @app.task(name="sim.declared", shared=False, backend=declared)
+    def mine(n: int) -> int:
+        return n
+
+    @app.task(name="sim.same", shared=False, backend=apps)
+    def same(n: int) -> int:
+        return n
+
+    @app.task(name="sim.assigned", shared=False)
+    def later(n: int) -> int:
+        return n
+
+    @app.task(name="sim.app", shared=False)
+    def plain(n: int) -> int:
+        return n
+
+    tasks = app.tasks
+    tasks["sim.assigned"].backend = assigned
+    with Simulation(app) as sim:
+        memory = app.backend
+        backends = [tasks[name].backend for name in ("sim.declared", "sim.assigned")]
+        assert all(type(backend) is CacheBackend for backend in [memory, *backends])
+        assert len({id(memory), *map(id, backends)}) == 3
+        assert tasks["sim.same"].backend is memory
+        assert tasks["sim.app"].backend is memory
+        results = [task.delay(n) for n, task in enumerate((mine, same, later, plain))]
+        sim.run_until_idle()
+        assert [result.state for result in results] == ["SUCCESS"] * 4
+        # As with separate servers, the app's backend does not hold another one's results.
+        assert app.AsyncResult(results[0].id).state == "PENDING"
+    assert tasks["sim.declared"].backend is declared
+    assert "backend" not in vars(tasks["sim.declared"])
+    assert tasks["sim.same"].backend is apps
+    assert tasks["sim.assigned"].backend is assigned
+    assert vars(tasks["sim.assigned"])["_backend"] is assigned
+    assert tasks["sim.app"].backend is apps is app.backend
+    assert connects == []
+
+
+def test_the_apps_backend_comes_back_exactly_also_when_the_block_raises(
+    unreachable: str,
+) -> None:
+    """The very backend object (and Celery's cache of it) is back after an error in the block."""
+    work = Workload(backend=f"{unreachable}/1")
+    original = work.app.backend
+    cached = vars(work.app)["_backend_cache"]
+    inside: list[Any] = []
+
+    def fail_inside() -> None:
+        with Simulation(work.app):
+            inside.append(work.app.backend)
+            raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match="inside"):
+        fail_inside()
+    assert type(inside[0]) is CacheBackend
+    assert work.app.backend is original
+    assert vars(work.app)["_backend_cache"] is cached
+    # An app whose backend was never built builds its own after the block, as before.
+    fresh = Workload(backend=f"{unreachable}/1")
+    with Simulation(fresh.app):
+        assert type(fresh.app.backend) is CacheBackend
+    assert isinstance(fresh.app.backend, RedisBackend)
+
+
+def test_a_celery_keeping_the_backend_per_thread_gets_it_swapped_in_every_thread(
+    unreachable: str, connects: list[Any]
+) -> None:
+    """Celery before 5.5 cached app.backend in app._local only: that is replaced instead."""
+
+    class ThreadLocalCelery(Celery):  # type: ignore[misc]
+        """``Celery.backend`` as Celery 5.3 and 5.4 define it."""
+
+        @property
+        def backend(self) -> Any:
+            try:
+                return self._local.backend
+            except AttributeError:
+                self._local.backend = built = self._get_backend()
+                return built
+
+    app = ThreadLocalCelery(
+        "simlocal", broker="memory://", backend=f"{unreachable}/1", set_as_current=False
+    )
+    del app._backend_cache
+    original = app.backend
+    local = app._local
+
+    @app.task(name="sim.local", shared=False)
+    def task(n: int) -> int:
+        return n
+
+    in_thread: list[Any] = []
+    with Simulation(app) as sim:
+        memory = app.backend
+        assert type(memory) is CacheBackend
+        reader = threading.Thread(target=lambda: in_thread.append(app.backend))
+        reader.start()
+        reader.join()
+        result = task.delay(1)
+        sim.run_until_idle()
+        assert result.state == "SUCCESS"
+    assert in_thread == [memory]
+    assert app._local is local
+    assert app.backend is original
+    assert connects == []
+
+
+def test_each_simulation_reads_only_its_own_results() -> None:
+    """The same seed gives the same task ids: a second simulation must not read the first's.
+
+    Celery's own ``cache+memory://`` clients share one module-wide cache; an app
+    configured with it gets a cache of the simulation's too, and Celery's stays empty.
+    """
+    from celery.backends import cache
+
+    work = Workload(backend="cache+memory://")
+    with Simulation(work.app, seed=3) as sim:
+        first = work.plain.delay(1)
+        sim.run_until_idle()
+        assert first.state == "SUCCESS"
+    with Simulation(work.app, seed=3) as sim:
+        again = work.plain.delay(2)
+        assert again.id == first.id
+        assert again.state == "PENDING"
+        sim.run_until_idle()
+        assert (again.state, again.result) == ("SUCCESS", 2)
+    assert first.result == 1
+    key = work.app.backend.get_key_for_task(first.id)
+    assert key not in cache._DUMMY_CLIENT_CACHE
+
+
+def _redis_url() -> str:
+    """The test Redis URL, or skip (fail when servers are required), as test_real_mode does."""
+    url = os.environ.get("RESILIENCE_TEST_REDIS_URL")
+    required = os.environ.get("RESILIENCE_REQUIRE_SERVERS") == "1"
+    message = "RESILIENCE_TEST_REDIS_URL is not set: start the servers with scripts/servers.sh"
+    if not url:
+        if required:
+            pytest.fail(f"{message} (RESILIENCE_REQUIRE_SERVERS=1 forbids skipping)")
+        pytest.skip(message)
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        unreachable = f"Redis at RESILIENCE_TEST_REDIS_URL is unreachable: {exc}"
+        if required:
+            pytest.fail(unreachable)
+        pytest.skip(unreachable)
+    return url
+
+
+def test_a_real_redis_result_backend_gets_no_key_and_comes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real Redis as broker and backend: the run writes nothing there and connects to none."""
+    url = _redis_url()
+    work = Workload(broker=url, backend=url)
+    original = work.app.backend
+    attempted: list[Any] = []
+
+    def refuse(sock: socket.socket, address: Any) -> None:
+        attempted.append(address)
+        raise ConnectionRefusedError(f"the test refuses connections ({address!r})")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(socket.socket, "connect", refuse)
+        with Simulation(work.app) as sim:
+            results = [work.flaky.delay(1), work.permanent.delay(2), work.plain.delay(3)]
+            sim.run_until_idle()
+            assert [result.state for result in results] == ["SUCCESS", "FAILURE", "SUCCESS"]
+    assert attempted == []
+    assert work.app.backend is original
+    client = original.client
+    keys = sorted({original.get_key_for_task(event.task_id) for event in sim.history})
+    assert len(keys) == 3
+    assert client.exists(*keys) == 0
+    assert not [key for key in client.scan_iter(match="celery-task-meta-*") if key in keys]
+    # The check reads the database results go to: the app's own backend writes that key there.
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Call to deprecated setex", DeprecationWarning)
+            original.store_result(results[0].id, 1, "SUCCESS")
+        assert client.exists(original.get_key_for_task(results[0].id)) == 1
+    finally:
+        client.delete(*keys)

@@ -242,6 +242,48 @@ def test_result_backend_down_keeps_the_side_effect_and_fails_the_run_as_celery_d
     assert kinds(sim)[-3:] == ["raised", "failed", "acked"]
 
 
+def test_result_backend_down_fires_at_the_simulations_backend_of_an_app_with_one(
+    unreachable: str, connects: list[Any]
+) -> None:
+    """An app with a Redis backend (and a task with its own): the fault fails the in-memory store.
+
+    The tracer then stores its internal FAILURE, which the result reads; the real
+    backends are never reached.
+    """
+    from celery.backends.redis import RedisBackend
+
+    app = Celery(
+        "faultresults", broker="memory://", backend=f"{unreachable}/1", set_as_current=False
+    )
+    effects: list[int] = []
+
+    @app.task(name="shop.plain", shared=False)
+    def plain(order: int) -> int:
+        effects.append(order)
+        return order
+
+    @app.task(name="shop.own", shared=False, backend=RedisBackend(app=app, url=f"{unreachable}/2"))
+    def own(order: int) -> int:
+        effects.append(order)
+        return order
+
+    with Simulation(app) as sim:
+        sim.inject("result_backend_down", times=2)
+        results = [plain.delay(1), own.delay(2), plain.delay(3)]
+        sim.run_until_idle()
+        states = [result.state for result in results]
+    assert sim.fired() == 2
+    assert effects == [1, 2, 3]
+    faults = sim.events(kind="fault_injected")
+    assert [(e.task_name, e.details["where"]) for e in faults] == [
+        ("shop.plain", "result"),
+        ("shop.own", "result"),
+    ]
+    assert [e.task_name for e in sim.events(kind="failed")] == ["shop.plain", "shop.own"]
+    assert states == ["FAILURE", "FAILURE", "SUCCESS"]
+    assert connects == []
+
+
 def test_an_outage_opens_the_breaker_and_deferred_calls_are_not_failures() -> None:
     """A window of api_down opens the breaker; rejected calls defer and the task recovers."""
     shop = Shop()

@@ -1,0 +1,38 @@
+"""Fixtures of the taskchaos tests: a Redis URL nothing answers, and a record of connections."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def unreachable() -> str:
+    """``redis://127.0.0.1:PORT``: a local port nothing listens on (a connect there is refused)."""
+    for port in range(6399, 6420):
+        with socket.socket() as probe:
+            probe.settimeout(2)
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return f"redis://127.0.0.1:{port}"
+    pytest.skip("every local port from 6399 to 6419 has a listener")
+
+
+@pytest.fixture
+def connects(unreachable: str, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The addresses any socket of the process tries to connect to (each refused at once).
+
+    A simulation must connect to no broker and no result backend: a test using the
+    ``unreachable`` URL asserts this list stays empty (a retrying client would
+    otherwise wait out its reconnects before the test could fail).
+    """
+    attempted: list[Any] = []
+
+    def refuse(sock: socket.socket, address: Any) -> None:
+        attempted.append(address)
+        raise ConnectionRefusedError(f"the test refuses connections ({address!r})")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempted
