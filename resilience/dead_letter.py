@@ -5,10 +5,16 @@ Statuses and the actions that move between them (anything else raises
 
     add ----------------------------> PENDING
     PENDING --retry / process_due---> RETRYING   (then the replay callable enqueues the task)
+    RETRYING --retry / process_due--> RETRYING   (take_over: only once its replay has not
+                                                  reported within replay_lease)
     RETRYING --replay raised--------> PENDING    (nothing lost; the error is in the history)
     RETRYING --record_retry_failed--> PENDING    (retry_count + 1, next automatic retry per policy)
     PENDING | RETRYING --resolve----> RESOLVED
     PENDING | RETRYING --abandon----> ABANDONED
+
+Automatic retries follow the retry policy of the failure's type that ``policy_for``
+returns (the Celery integration passes its engine's configured policies): none
+when that policy has ``max_retries == 0`` or the type is not retryable.
 
 Every change is one compare-and-set on the record's version, so two operators (or
 two replay loops) acting on one record never both succeed: the loser gets a
@@ -23,8 +29,9 @@ marker (``"truncated"``), never rejected.
 from __future__ import annotations
 
 import builtins
+import heapq
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -34,6 +41,7 @@ from resilience._dead_letter_actions import (
     PAGE,
     PENDING,
     REPLAY_FAILURE_DELAY,
+    REPLAY_LEASE,
     RETRYING,
     Ledger,
     Replay,
@@ -57,7 +65,7 @@ from resilience._redaction import Redaction, truncate_text
 from resilience._spool import SpoolingDeadLetterStore
 from resilience.clock import Clock, system_clock
 from resilience.errors import ConfigurationError
-from resilience.policy import default_policy
+from resilience.policy import RetryPolicy, default_policy
 from resilience.storage.base import DeadLetterStore
 from resilience.storage.records import (
     DeadLetterFilter,
@@ -66,6 +74,7 @@ from resilience.storage.records import (
     DeadLetterRecord,
     DeadLetterStatus,
     HistoryEntry,
+    sort_key,
 )
 from resilience.taxonomy import Classification, FailureType, classify
 
@@ -76,6 +85,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REPLAY_FAILURE_DELAY",
+    "REPLAY_LEASE",
     "BulkResult",
     "DeadLetterQueue",
     "DeadLetterSummary",
@@ -88,6 +98,7 @@ _log = logging.getLogger("resilience.dead_letter")
 
 _MAX_LIMIT = 1000
 _ACTIVE = frozenset({DeadLetterStatus.PENDING, DeadLetterStatus.RETRYING})
+_DUE_NOTE = "automatic retry: next_retry_at has passed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,9 +129,19 @@ class DeadLetterQueue:
             traceback, the args JSON and the kwargs JSON (at least 1024).
         replay: re-enqueues a record's task and returns the new task id; needed by
             :meth:`retry`, :meth:`bulk_retry` and :meth:`process_due`.
+        policy_for: the retry policy of a failure type, which automatic retries
+            follow (``None``: :func:`~resilience.policy.default_policy`). Give it
+            your engine's configured policies, ``engine.policy_for``; the Celery
+            integration does. A type whose policy has ``max_retries == 0`` is
+            never retried automatically.
+        replay_lease: seconds (or a ``timedelta``) a RETRYING record waits for its
+            replayed run to report back; after that it is stale, and :meth:`retry`
+            or :meth:`process_due` take it over and replay it again. Make it longer
+            than a replay can wait in the queue plus run (default one hour).
 
     Raises:
-        ConfigurationError: a store without a dead-letter role, a bad cap or replay.
+        ConfigurationError: a store without a dead-letter role, a bad cap, replay,
+            policy lookup or lease.
 
     Example:
         >>> from resilience.storage import MemoryStore
@@ -138,6 +159,8 @@ class DeadLetterQueue:
         redaction: Redaction | None = None,
         max_payload_bytes: int = 64 * 1024,
         replay: Replay | None = None,
+        policy_for: Callable[[FailureType], RetryPolicy] | None = None,
+        replay_lease: float | timedelta = REPLAY_LEASE,
     ) -> None:
         role = getattr(store, "dead_letters", None)
         if role is None:
@@ -168,12 +191,31 @@ class DeadLetterQueue:
             raise ConfigurationError(
                 f"replay must be callable, got {replay!r}", key="replay", value=replay
             )
+        if policy_for is not None and not callable(policy_for):
+            raise ConfigurationError(
+                f"policy_for must be callable or None, got {policy_for!r}",
+                key="policy_for",
+                value=policy_for,
+            )
+        lease = check_duration("replay_lease", replay_lease)
+        if lease <= 0:
+            raise ConfigurationError(
+                f"replay_lease must be > 0, got {replay_lease!r}",
+                key="replay_lease",
+                value=replay_lease,
+            )
         self.store: DeadLetterStore = role
         self.clock = clock
         self.redaction = Redaction() if redaction is None else redaction
         self.max_payload_bytes = max_payload_bytes
         self.replay = replay
-        self._ledger = Ledger(role, self.redaction)
+        self.policy_for = policy_for
+        self._ledger = Ledger(role, self.redaction, lease=lease)
+
+    @property
+    def replay_lease(self) -> float:
+        """Seconds a RETRYING record waits for its replay to report before it is stale."""
+        return self._ledger.lease
 
     # ------------------------------------------------------------------ adding
 
@@ -193,6 +235,7 @@ class DeadLetterQueue:
         traceback_text: str | None = None,
         first_failed_at: float | None = None,
         actor: str = "worker",
+        policy: RetryPolicy | None = None,
         now: float | None = None,
     ) -> DeadLetterRecord:
         """Store a failed run; the record is durable when this returns.
@@ -214,11 +257,16 @@ class DeadLetterQueue:
                 process boundary without their traceback.
             first_failed_at: when the run first failed (default: ``now``).
             actor: who dead-lettered it, for the history.
+            policy: the retry policy of this failure, when the caller knows a more
+                specific one than ``policy_for`` (the Celery integration passes the
+                task's own); default ``policy_for(failure_type)``.
             now: the current time (default: the clock's).
 
         Returns:
-            The stored record (status ``PENDING``; ``next_retry_at`` set when the
-            classification recommends an automatic retry).
+            The stored record (status ``PENDING``). ``next_retry_at`` is set when the
+            classification recommends a retry and the policy allows retries
+            (``max_retries > 0``): ``now`` plus the policy's ``initial_delay``, or
+            the server's Retry-After when the failure carried one.
 
         Raises:
             ConfigurationError: an invalid argument (``key`` names it).
@@ -239,10 +287,15 @@ class DeadLetterQueue:
             },
         )
         check_text("actor", actor)
+        _check_policy(policy)
         first = at if first_failed_at is None else check_finite("first_failed_at", first_failed_at)
         verdict = classification
         if verdict is None:
             verdict = classify(exc, {"task_name": task_name, "retry_count": retry_count})
+        rules = self._policy(verdict.failure_type) if policy is None else policy
+        due = None
+        if verdict.retry_recommended and rules is not None and rules.max_retries > 0:
+            due = at + (rules.initial_delay if verdict.retry_after is None else verdict.retry_after)
         payload = capture(
             exc,
             args=args,
@@ -266,7 +319,7 @@ class DeadLetterQueue:
             retry_count=retry_count,
             first_failed_at=first,
             last_failed_at=at,
-            next_retry_at=at + verdict.retry_delay_seconds if verdict.retry_recommended else None,
+            next_retry_at=due,
             status=DeadLetterStatus.PENDING,
             priority=priority,
             queue=queue,
@@ -386,12 +439,18 @@ class DeadLetterQueue:
     def retry(
         self, record_id: str, *, actor: str, note: str | None = None, now: float | None = None
     ) -> DeadLetterRecord:
-        """Re-enqueue one PENDING record through the ``replay`` callable.
+        """Re-enqueue one PENDING (or stale RETRYING) record through the ``replay`` callable.
 
         The record moves to RETRYING by compare-and-set *before* the task is
         enqueued, so of two concurrent retries exactly one enqueues. If ``replay``
         raises, the record goes back to PENDING (with the error in its history) and
         the error propagates: a failed retry is never lost.
+
+        A RETRYING record whose replay has not reported back within
+        ``replay_lease`` (its message was lost, or the worker did not know the
+        task) is stale: retrying it takes it over (a ``take_over`` history entry
+        says so) and replays it again. A RETRYING record within its lease is
+        refused: its replay may still run.
 
         Args:
             record_id: the record.
@@ -403,7 +462,8 @@ class DeadLetterQueue:
             The record, RETRYING, with the new task id in its last history entry.
 
         Raises:
-            DeadLetterConflict: the record is not PENDING (or does not exist).
+            DeadLetterConflict: the record is not PENDING nor stale RETRYING (or
+                does not exist).
             ConfigurationError: no ``replay`` callable was configured.
         """
         replay = self._replay()
@@ -425,7 +485,8 @@ class DeadLetterQueue:
 
         Records are retried in replay order, a page at a time, each with its own
         compare-and-set, so a concurrent retry of the same record enqueues once.
-        A filter without ``statuses`` selects PENDING records only.
+        A filter without ``statuses`` selects PENDING records only; a selected
+        RETRYING record is taken over when stale (see :meth:`retry`), else skipped.
 
         Args:
             ids: the records to retry.
@@ -481,11 +542,14 @@ class DeadLetterQueue:
         return BulkResult(retried=tuple(retried), skipped=MappingProxyType(skipped))
 
     def process_due(self, now: float | None = None, *, limit: int = 1000) -> builtins.list[str]:
-        """Retry PENDING records whose ``next_retry_at`` has come, in replay order.
+        """Retry PENDING records whose ``next_retry_at`` has come, and stale RETRYING ones.
 
-        Meant to be called periodically (the Celery layer schedules it). A record
-        whose replay raises goes back to PENDING with its automatic retry deferred
-        by :data:`REPLAY_FAILURE_DELAY`; the others are still tried.
+        Meant to be called periodically (the Celery layer schedules it). Records go
+        in replay order (priority, then age). A RETRYING record whose replay has not
+        reported back within ``replay_lease`` is taken over and replayed again (see
+        :meth:`retry`). A record whose replay raises goes back to PENDING with its
+        automatic retry deferred by :data:`REPLAY_FAILURE_DELAY`; the others are
+        still tried.
 
         Args:
             now: the current time (default: the clock's).
@@ -501,14 +565,19 @@ class DeadLetterQueue:
         at = self._now(now)
         budget = check_limit(limit, key="limit", maximum=100_000)
         retried: builtins.list[str] = []
-        where = DeadLetterFilter(statuses=PENDING, due_by=at)
-        records = scan(self.store, where, DeadLetterOrder.REPLAY)
+        ledger = self._ledger
+        order = DeadLetterOrder.REPLAY
+        due = scan(self.store, DeadLetterFilter(statuses=PENDING, due_by=at), order)
+        retrying = scan(self.store, DeadLetterFilter(statuses=RETRYING), order)
+        stale = (record for record in retrying if ledger.stale(record, at))
+        records = heapq.merge(due, stale, key=_replay_position)
         for attempted, record in enumerate(records, 1):
-            reason = self._ledger.attempt(
+            reason = ledger.attempt(
                 record,
                 replay=replay,
                 actor="process_due",
-                note="automatic retry: next_retry_at has passed",
+                # A takeover's own entry says why.
+                note=_DUE_NOTE if record.status is DeadLetterStatus.PENDING else None,
                 at=at,
             )
             if reason is None:
@@ -566,28 +635,36 @@ class DeadLetterQueue:
         exc: BaseException,
         actor: str = "worker",
         traceback_text: str | None = None,
+        classification: Classification | None = None,
+        policy: RetryPolicy | None = None,
         now: float | None = None,
     ) -> DeadLetterRecord:
         """Report that a replayed run failed again: RETRYING -> PENDING.
 
         ``retry_count`` grows by one; the failure fields (type, message, traceback)
         describe the new failure (scrubbed by the redaction patterns); the next
-        automatic retry is ``now + default_policy(type).delay(retry_count)``, or
-        none once the policy's ``max_retries`` is spent.
+        automatic retry is ``now + policy.delay(retry_count)`` with the policy of
+        the new failure's type (``policy_for(type)``), or none once that policy's
+        ``max_retries`` is spent or the type is not retryable.
 
         Args:
             record_id: the record that was replayed.
             exc: the replayed run's exception.
             actor: who reports it.
             traceback_text: an already formatted traceback to store instead.
+            classification: the verdict, when the caller has it; else ``classify(exc)``.
+            policy: the retry policy of the new failure, when the caller knows a
+                more specific one (the task's own); default ``policy_for(type)``.
             now: the current time (default: the clock's).
 
         Raises:
             DeadLetterConflict: the record is not RETRYING (or gone).
         """
         check_text("actor", actor)
+        _check_policy(policy)
         at = self._now(now)
-        verdict = classify(exc)
+        verdict = classify(exc) if classification is None else classification
+        rules = self._policy(verdict.failure_type) if policy is None else policy
         payload = capture(
             exc,
             args=(),
@@ -600,11 +677,13 @@ class DeadLetterQueue:
 
         def changes(current: DeadLetterRecord) -> dict[str, Any]:
             count = current.retry_count + 1
-            policy = default_policy(verdict.failure_type)
+            due = None
+            if verdict.retry_recommended and rules is not None and rules.allows(count):
+                due = at + rules.delay(count)
             return {
                 "retry_count": count,
                 "last_failed_at": at,
-                "next_retry_at": at + policy.delay(count) if policy.allows(count) else None,
+                "next_retry_at": due,
                 "failure_type": verdict.failure_type,
                 "confidence": verdict.confidence,
                 "exception_class": payload.exception_class,
@@ -675,6 +754,28 @@ class DeadLetterQueue:
     def _now(self, now: float | None) -> float:
         return self.clock.time() if now is None else check_finite("now", now)
 
+    def _policy(self, failure_type: FailureType) -> RetryPolicy | None:
+        """The policy automatic retries of ``failure_type`` follow; ``None`` if the lookup fails.
+
+        A dead letter must be stored even when a custom lookup breaks: it then
+        gets no automatic retry (an operator decides) and the error is logged.
+        """
+        if self.policy_for is None:
+            return default_policy(failure_type)
+        try:
+            found: object = self.policy_for(failure_type)
+        except Exception:  # noqa: BLE001 - the record must be stored all the same
+            _log.exception("policy_for(%s) raised: no automatic retry", failure_type.value)
+            return None
+        if not isinstance(found, RetryPolicy):
+            _log.error(
+                "policy_for(%s) returned %r, not a RetryPolicy: no automatic retry",
+                failure_type.value,
+                found,
+            )
+            return None
+        return found
+
     def _replay(self) -> Replay:
         if self.replay is None:
             raise ConfigurationError(
@@ -685,3 +786,14 @@ class DeadLetterQueue:
 
     def __repr__(self) -> str:
         return f"DeadLetterQueue(store={self.store!r})"
+
+
+def _replay_position(record: DeadLetterRecord) -> tuple[Any, ...]:
+    return sort_key(DeadLetterOrder.REPLAY, record)
+
+
+def _check_policy(policy: object) -> None:
+    if policy is not None and not isinstance(policy, RetryPolicy):
+        raise ConfigurationError(
+            f"policy must be a RetryPolicy or None, got {policy!r}", key="policy", value=policy
+        )

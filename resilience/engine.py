@@ -95,10 +95,13 @@ class RetryEngine:
             ``None`` disables load adaptation.
         load_threshold: queue depth above which delays grow x1.3.
         peak_hours: ``(start, end)`` local hours of the peak window (end exclusive;
-            may wrap midnight, e.g. ``(22, 6)``).
+            may wrap midnight, e.g. ``(22, 6)``); ``None`` defers nothing.
         timezone: IANA name or ``tzinfo`` the peak hours are in.
-        defer_priorities: priorities whose retries wait for off-peak hours.
-        max_retry_after: the longest Retry-After honoured, seconds or ``timedelta``.
+        defer_priorities: priorities whose retries wait for off-peak hours; they
+            come back spread over the first minutes after the peak ends (see
+            :meth:`spread`), not all at once.
+        max_retry_after: the longest Retry-After honoured, seconds or ``timedelta``;
+            a Retry-After is spread past (see :meth:`spread`), then capped by it.
         breaker_factory: builds the breaker for a dependency from its name and the
             policy of the failure that first reached it; the default shares nothing
             across processes (pass one that uses a shared store for that).
@@ -213,8 +216,11 @@ class RetryEngine:
         """A wait of at least ``seconds``, jittered over the following half of it.
 
         For waits that many tasks share: every task an open breaker holds back
-        waits for the same probe time, and without a spread they would all come
-        back in the same instant (at most 5 minutes are added).
+        waits for the same probe time, every task a server rate-limited was given
+        the same Retry-After, every deferred low-priority retry waits for the same
+        off-peak start; without a spread they would all come back in the same
+        instant (at most 5 minutes are added). :meth:`decide` spreads Retry-After
+        waits and off-peak deferrals this way.
 
         Args:
             seconds: the shortest wait (the time until the probe, a lease's end).
@@ -228,11 +234,19 @@ class RetryEngine:
         return seconds + self._rng.uniform(0.0, min(seconds * _SPREAD, _MAX_SPREAD))
 
     def breaker(self, dependency: str, *, policy: RetryPolicy | None = None) -> CircuitBreaker:
-        """The breaker guarding ``dependency``, created on first use."""
+        """The breaker guarding ``dependency``, created on first use.
+
+        Args:
+            dependency: the downstream service's name.
+            policy: the policy whose ``breaker`` settings a new breaker takes; by
+                default this engine's ``EXTERNAL_API_DOWN`` policy (the one configured
+                in ``policies=``, else the default), so a breaker asked for by name (as
+                the Celery integration does) follows the configuration.
+        """
         with self._breakers_lock:
             found = self._breakers.get(dependency)
             if found is None:
-                settings_from = policy or default_policy(FailureType.EXTERNAL_API_DOWN)
+                settings_from = policy or self.policy_for(FailureType.EXTERNAL_API_DOWN)
                 found = self._breakers[dependency] = self._breaker_factory(
                     dependency, settings_from
                 )
@@ -331,24 +345,26 @@ class RetryEngine:
         delay = policy.delay(retry_number, rng=self._rng)
         reason = f"{failure_type}: retry {retry_number} of {policy.max_retries} in {delay:g}s"
         if classification.retry_after is not None:
-            delay = min(classification.retry_after, self.max_retry_after)
+            asked = classification.retry_after
+            # Retry-After is the soonest the server takes traffic again, and every task it
+            # rate-limited was told the same: spread them past it, then cap.
+            delay = min(self.spread(asked), self.max_retry_after)
+            if delay < asked:
+                how = f", capped at {self.max_retry_after:g}s"
+            elif delay > asked:
+                how = f" + {delay - asked:.3g}s spread"
+            else:
+                how = ""
             reason = (
                 f"{failure_type}: retry {retry_number} of {policy.max_retries} in {delay:g}s "
-                f"as the server asked (Retry-After {classification.retry_after:g}s"
-                + (
-                    f", capped at {self.max_retry_after:g}s"
-                    if delay < classification.retry_after
-                    else ""
-                )
-                + ")"
+                f"as the server asked (Retry-After {asked:g}s{how})"
             )
         if probe_in is not None and probe_in > delay:
             delay = probe_in
             notes.append(f"waits for breaker {dependency!r} to probe in {probe_in:g}s")
-        deferred = self._defer(t + delay, prio)
+        deferred = self._defer(t, t + delay, prio)
         if deferred is not None:
-            eta, note = deferred
-            delay = eta - t
+            delay, note = deferred
             notes.append(note)
         return RetryDecision(
             retry=True,
@@ -427,7 +443,8 @@ class RetryEngine:
                 notes.append(f"delays x{_LOADED} as queue depth {depth} > {self.load_threshold}")
         return policy, notes
 
-    def _defer(self, eta: float, priority: Priority) -> tuple[float, str] | None:
+    def _defer(self, now: float, eta: float, priority: Priority) -> tuple[float, str] | None:
+        """The delay from ``now`` past the off-peak start, if ``eta`` falls in peak hours."""
         if self.peak_hours is None or priority not in self.defer_priorities:
             return None
         start, end = self.peak_hours
@@ -441,11 +458,15 @@ class RetryEngine:
         off_peak = local.replace(hour=end, minute=0, second=0, microsecond=0)
         if off_peak <= local:
             off_peak += timedelta(days=1)
+        # Every deferred retry waits for the same instant: spread them over the
+        # following half of the wait, 5 minutes at most (off-peak lasts an hour or more).
+        wait = off_peak.timestamp() - now
+        delay = self.spread(wait)
         note = (
-            f"deferred to off-peak {off_peak:%Y-%m-%d %H:%M %Z} ({priority} priority, "
-            f"peak hours {start:02d}:00-{end:02d}:00 {self.timezone})"
+            f"deferred to off-peak {off_peak:%Y-%m-%d %H:%M %Z} + {delay - wait:.0f}s spread "
+            f"({priority} priority, peak hours {start:02d}:00-{end:02d}:00 {self.timezone})"
         )
-        return off_peak.timestamp(), note
+        return delay, note
 
     def _default_breaker(self, dependency: str, policy: RetryPolicy) -> CircuitBreaker:
         shared = None if self._store is None else self._store.breakers

@@ -92,6 +92,9 @@ class TaskPlan:
         track_first: whether successes of first attempts must be counted (retry budget,
             or ``track_executions``).
         track_executions: whether every attempt's outcome is recorded as an execution.
+        max_retries: the task's ``resilience={"max_retries": N}`` cap, for the
+            classifier's context (``None`` without a cap, or when the task's own
+            ``policies`` may allow a type more retries than the cap).
         installs: the install count the plan was built at (see ``INSTALLS``).
     """
 
@@ -104,6 +107,7 @@ class TaskPlan:
     guarded: bool
     track_first: bool
     track_executions: bool
+    max_retries: int | None
     installs: int
 
 
@@ -127,6 +131,9 @@ def build_plan(runtime: Resilience, task_name: str, options: TaskOptions) -> Tas
         guarded=options.guarded,
         track_first=engine.budget is not None or runtime.settings.track_executions,
         track_executions=runtime.settings.track_executions,
+        # The cap holds for every retried type unless the task's own policies set
+        # some type's count: then only the engine knows which applies.
+        max_retries=None if options.policies else options.max_retries,
         installs=INSTALLS[0],
     )
 
@@ -343,7 +350,7 @@ def fail(
         failures,
         priority=plan.priority,
         queue=queue,
-        context={"task_id": request.id, "queue": queue},
+        context=_context(plan, task, request, failures=failures, queue=queue),
     )
     on_decision.send(sender=task, request=request, exception=exc, decision=decision)
     failure_type = decision.classification.failure_type
@@ -410,6 +417,11 @@ def _dead_letter(
 ) -> None:
     delivery = request.delivery_info or {}
     first = headers.get(FIRST_FAILED_HEADER)
+    # The task's own policy (its policies and cap), so the dead letter's automatic
+    # retry follows what the task is configured to do.
+    policy = (
+        None if decision is None else plan.engine.policy_for(decision.classification.failure_type)
+    )
     try:
         record = plan.runtime.dead_letters.add(
             task_name=task.name,
@@ -423,6 +435,7 @@ def _dead_letter(
             queue=_queue(request),
             correlation_id=request.root_id,
             first_failed_at=first if isinstance(first, int | float) else None,
+            policy=policy,
         )
     except Exception:  # noqa: BLE001 - the task's own exception must still propagate
         _log.exception(
@@ -458,7 +471,13 @@ def _replay_failed(
     """A replayed run failed: its record goes back to PENDING (no second record)."""
     dead_letters = plan.runtime.dead_letters
     try:
-        record = dead_letters.record_retry_failed(record_id, exc=exc, actor="worker")
+        record = dead_letters.record_retry_failed(
+            record_id,
+            exc=exc,
+            actor="worker",
+            classification=decision.classification,
+            policy=plan.engine.policy_for(decision.classification.failure_type),
+        )
     except DeadLetterConflict as conflict:
         # An operator resolved or abandoned the record meanwhile: the new failure is
         # news, so it gets a record of its own rather than being lost.
@@ -555,6 +574,31 @@ def _report(
             "retries": request.retries,
         },
     )
+
+
+def _context(
+    plan: TaskPlan, task: Any, request: Any, *, failures: int, queue: str | None
+) -> dict[str, object]:
+    """What the classifier's context rules can use from this run (keys it reads, and ids).
+
+    ``retry_count`` and, for a capped task, ``max_retries`` (retries exhausted);
+    ``soft_time_limit`` / ``time_limit`` as the worker applies them: the message's
+    own limits, else the task's. The run's execution time is not known here.
+    """
+    context: dict[str, object] = {"task_id": request.id, "queue": queue, "retry_count": failures}
+    if plan.max_retries is not None:
+        context["max_retries"] = plan.max_retries
+    hard = soft = None
+    limits = getattr(request, "timelimit", None)
+    if isinstance(limits, list | tuple) and len(limits) == 2:
+        hard, soft = limits
+    soft = soft or getattr(task, "soft_time_limit", None)
+    hard = hard or getattr(task, "time_limit", None)
+    if soft:
+        context["soft_time_limit"] = soft
+    if hard:
+        context["time_limit"] = hard
+    return context
 
 
 def _seconds(value: float) -> str:

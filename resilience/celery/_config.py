@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from resilience.clock import seconds_of
 from resilience.engine import Priority
@@ -27,13 +29,17 @@ from resilience.policy import RetryPolicy
 from resilience.taxonomy import FailureType
 
 __all__ = [
+    "CELERY_TIMEZONE",
     "CONF_PREFIX",
     "ENV_PREFIX",
     "ResilienceSettings",
     "TaskOptions",
+    "engine_settings_given",
     "flag",
+    "parse_peak_hours",
     "parse_policies",
     "parse_task_options",
+    "parse_timezone",
     "resolve_settings",
 ]
 
@@ -59,9 +65,16 @@ _FALSE: Final = frozenset({"0", "false", "no", "off"})
 _CONF_ONLY: Final = frozenset({"policies"})
 # The store's env var is the one every part of the library reads.
 _ENV_NAMES: Final[Mapping[str, str]] = MappingProxyType({"store": "RESILIENCE_STORE_URL"})
+# Settings of the engine install() builds (an engine passed to install() has its own).
+_ENGINE_KEYS: Final = ("timezone", "peak_hours")
 _KNOWN: Final = frozenset(
-    {"store", "on_store_error", "priority", *_DURATIONS, *_FLAGS, *_CONF_ONLY}
+    {"store", "on_store_error", "priority", *_DURATIONS, *_FLAGS, *_CONF_ONLY, *_ENGINE_KEYS}
 )
+# Celery's own time zone setting, the fallback of resilience_timezone.
+CELERY_TIMEZONE: Final = "timezone"
+_UTC: Final = ZoneInfo("UTC")
+_DEFAULT_PEAK_HOURS: Final = (9, 18)
+_HOURS: Final = re.compile(r"\s*(\d{1,2})\s*-\s*(\d{1,2})\s*")
 
 _TASK_KEYS: Final = (
     "idempotency_lease",
@@ -93,6 +106,12 @@ class ResilienceSettings:
             the outcomes store, for the executions and success rate of ``resilience
             stats`` and the dashboard. Off by default: a plain success then touches
             no store.
+        timezone: the time zone of the peak hours (``resilience_timezone``, else
+            Celery's own ``timezone`` setting, else UTC).
+        peak_hours: ``(start, end)`` local hours during which retries of low-priority
+            tasks wait for the end of the window (end exclusive, may wrap midnight);
+            ``None`` defers nothing. ``timezone`` and ``peak_hours`` configure the
+            engine ``install()`` builds; an engine passed to it keeps its own.
     """
 
     store_url: str | None = None
@@ -106,6 +125,8 @@ class ResilienceSettings:
         default_factory=lambda: MappingProxyType({})
     )
     track_executions: bool = False
+    timezone: tzinfo = _UTC
+    peak_hours: tuple[int, int] | None = _DEFAULT_PEAK_HOURS
 
     def __post_init__(self) -> None:
         for name in _FLAGS:
@@ -133,6 +154,21 @@ class ResilienceSettings:
                 f"priority must be a Priority, got {self.priority!r}",
                 key="priority",
                 value=self.priority,
+            )
+        if not isinstance(self.timezone, tzinfo):
+            raise ConfigurationError(
+                f"timezone must be a tzinfo, got {self.timezone!r}",
+                key="timezone",
+                value=self.timezone,
+            )
+        if self.peak_hours is not None and (
+            not isinstance(self.peak_hours, tuple)
+            or parse_peak_hours(self.peak_hours, key="peak_hours") != self.peak_hours
+        ):
+            raise ConfigurationError(
+                f"peak_hours must be a (start, end) tuple or None, got {self.peak_hours!r}",
+                key="peak_hours",
+                value=self.peak_hours,
             )
 
 
@@ -189,31 +225,10 @@ def resolve_settings(
             (``key`` names the argument, setting or variable it came from).
     """
     env = os.environ if environ is None else environ
-    conf_values: dict[str, Any] = {}
-    if conf is not None:
-        for name in list(conf.keys()):
-            if not isinstance(name, str) or not name.startswith(CONF_PREFIX):
-                continue
-            short = name[len(CONF_PREFIX) :]
-            if short not in _KNOWN:
-                known = ", ".join(sorted(CONF_PREFIX + k for k in _KNOWN))
-                raise ConfigurationError(
-                    f"unknown Celery setting {name!r}; known: {known}", key=name, value=conf[name]
-                )
-            if conf[name] is not None:
-                conf_values[short] = conf[name]
+    conf_values = _conf_values(conf)
 
     def pick(name: str) -> tuple[str, Any] | None:
-        if given.get(name) is not None:
-            return name, given[name]
-        if name in conf_values:
-            return CONF_PREFIX + name, conf_values[name]
-        if name not in _CONF_ONLY:
-            var = _ENV_NAMES.get(name, ENV_PREFIX + name.upper())
-            raw = env.get(var)
-            if raw:
-                return var, raw
-        return None
+        return _pick(name, given, conf_values, env)
 
     values: dict[str, Any] = {}
     found = pick("store")
@@ -241,7 +256,136 @@ def resolve_settings(
     found = pick("policies")
     if found is not None:
         values["policies"] = parse_policies(found[1], key=found[0])
+    found = pick("timezone")
+    if found is None:
+        celery_zone = _celery_timezone(conf)
+        if celery_zone is not None:
+            found = CELERY_TIMEZONE, celery_zone
+    if found is not None:
+        values["timezone"] = parse_timezone(found[1], key=found[0])
+    found = pick("peak_hours")
+    if found is not None:
+        values["peak_hours"] = parse_peak_hours(found[1], key=found[0])
     return ResilienceSettings(**values)
+
+
+def engine_settings_given(
+    given: Mapping[str, Any],
+    conf: Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None = None,
+) -> list[tuple[str, Any]]:
+    """The engine settings (``timezone``, ``peak_hours``) set explicitly, and their values.
+
+    An argument, a ``resilience_*`` Celery setting or an environment variable counts;
+    Celery's own ``timezone`` (only a fallback) does not.
+
+    Returns:
+        ``(key, value)`` per setting set, ``key`` naming it in the source it came from
+        (``"resilience_timezone"``).
+    """
+    env = os.environ if environ is None else environ
+    conf_values = _conf_values(conf)
+    found = (_pick(name, given, conf_values, env) for name in _ENGINE_KEYS)
+    return [source for source in found if source is not None]
+
+
+def _conf_values(conf: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``resilience_*`` settings set in ``conf``, by their short names."""
+    conf_values: dict[str, Any] = {}
+    if conf is not None:
+        for name in list(conf.keys()):
+            if not isinstance(name, str) or not name.startswith(CONF_PREFIX):
+                continue
+            short = name[len(CONF_PREFIX) :]
+            if short not in _KNOWN:
+                known = ", ".join(sorted(CONF_PREFIX + k for k in _KNOWN))
+                raise ConfigurationError(
+                    f"unknown Celery setting {name!r}; known: {known}", key=name, value=conf[name]
+                )
+            if conf[name] is not None:
+                conf_values[short] = conf[name]
+    return conf_values
+
+
+def _pick(
+    name: str, given: Mapping[str, Any], conf_values: Mapping[str, Any], env: Mapping[str, str]
+) -> tuple[str, Any] | None:
+    """The first source that sets ``name``: its key there and its value."""
+    if given.get(name) is not None:
+        return name, given[name]
+    if name in conf_values:
+        return CONF_PREFIX + name, conf_values[name]
+    if name not in _CONF_ONLY:
+        var = _ENV_NAMES.get(name, ENV_PREFIX + name.upper())
+        raw = env.get(var)
+        if raw:
+            return var, raw
+    return None
+
+
+def _celery_timezone(conf: Mapping[str, Any] | None) -> object:
+    """Celery's ``timezone`` setting (Django's ``TIME_ZONE`` too, via Celery), or ``None``."""
+    if conf is None:
+        return None
+    # Celery's Settings.timezone also reads Django's TIME_ZONE; a plain mapping has no such
+    # attribute.
+    zone = getattr(conf, CELERY_TIMEZONE, None)
+    if zone is None and isinstance(conf, Mapping):
+        zone = conf.get(CELERY_TIMEZONE)
+    return zone or None
+
+
+def parse_timezone(value: object, *, key: str) -> tzinfo:
+    """A time zone from an IANA name (``"Europe/Paris"``) or a ``tzinfo``.
+
+    Raises:
+        ConfigurationError: not a known IANA time zone.
+    """
+    if isinstance(value, tzinfo):
+        return value
+    if isinstance(value, str) and value.strip():
+        try:
+            return ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    raise ConfigurationError(
+        f"{key} must be an IANA time zone such as 'Europe/Paris' (or a tzinfo), got {value!r}",
+        key=key,
+        value=value,
+    )
+
+
+def parse_peak_hours(value: object, *, key: str) -> tuple[int, int] | None:
+    """The peak window from ``(start, end)``, ``"start-end"`` or ``"none"`` (no deferral).
+
+    Hours are whole local hours in 0..23, start and end distinct (end exclusive; the
+    window may wrap midnight: ``"22-6"``).
+
+    Raises:
+        ConfigurationError: any other value.
+    """
+    hours: object = value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "none":
+            return None
+        matched = _HOURS.fullmatch(text)
+        hours = (int(matched[1]), int(matched[2])) if matched else None
+    elif isinstance(value, list):
+        hours = tuple(value)
+    if (
+        isinstance(hours, tuple)
+        and len(hours) == 2
+        and all(isinstance(h, int) and not isinstance(h, bool) and 0 <= h <= 23 for h in hours)
+        and hours[0] != hours[1]
+    ):
+        return hours[0], hours[1]
+    raise ConfigurationError(
+        f"{key} must be two distinct hours in 0..23 as 'start-end' ('9-18'; '22-6' wraps "
+        f"midnight) or (start, end), or 'none' to defer nothing, got {value!r}",
+        key=key,
+        value=value,
+    )
 
 
 def flag(value: object, *, key: str) -> bool:

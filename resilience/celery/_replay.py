@@ -4,7 +4,10 @@ A replay re-enqueues the record's task as an ordinary Celery message (same name,
 args, kwargs, queue and priority; a new task id) carrying the record's id in the
 ``resilience_dead_letter`` header. The replayed run reports back through that
 header: a success resolves the record, a failure puts it back to PENDING with
-``record_retry_failed`` (never a second record).
+``record_retry_failed`` (never a second record). A replay that never reports (its
+message lost, a worker that does not know the task) leaves the record RETRYING
+until the queue's ``replay_lease`` has passed; then the beat task (or an
+operator's retry) takes it over and replays it again.
 """
 
 from __future__ import annotations

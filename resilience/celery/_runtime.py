@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from celery import signals as celery_signals  # type: ignore[import-untyped]
 
-from resilience.celery._config import ResilienceSettings, TaskOptions, resolve_settings
+from resilience.celery._config import (
+    ResilienceSettings,
+    TaskOptions,
+    engine_settings_given,
+    resolve_settings,
+)
 from resilience.celery._replay import PROCESS_DEAD_LETTERS, LostRunHandler, replay_record
 from resilience.celery.signals import on_breaker_change
 from resilience.clock import Clock, system_clock
@@ -29,7 +34,7 @@ from resilience.taxonomy import FailureType
 if TYPE_CHECKING:
     import random
     from collections.abc import Iterator, Mapping
-    from datetime import timedelta
+    from datetime import timedelta, tzinfo
 
     from resilience.breaker import CircuitBreaker
     from resilience.policy import RetryPolicy
@@ -79,9 +84,15 @@ class Resilience:
         self.engine = engine
         self.clock = clock
         if dead_letters is None:
-            dead_letters = DeadLetterQueue(store, clock=clock, replay=self.replay)
-        elif dead_letters.replay is None:
-            dead_letters.replay = self.replay
+            dead_letters = DeadLetterQueue(
+                store, clock=clock, replay=self.replay, policy_for=engine.policy_for
+            )
+        else:
+            if dead_letters.replay is None:
+                dead_letters.replay = self.replay
+            if dead_letters.policy_for is None:
+                # Automatic DLQ retries follow the app's configured policies.
+                dead_letters.policy_for = engine.policy_for
         self.dead_letters = dead_letters
         self._lock = threading.Lock()
         self._guards: dict[tuple[str, float | None, float], IdempotencyGuard] = {}
@@ -172,6 +183,8 @@ def install(
     min_deferral: float | timedelta | None = None,
     forced_open_delay: float | timedelta | None = None,
     track_executions: bool | None = None,
+    timezone: str | tzinfo | None = None,
+    peak_hours: tuple[int, int] | str | None = None,
 ) -> Resilience:
     """Set the defaults of every :class:`ResilientTask` of ``app``; call it once per app.
 
@@ -205,6 +218,12 @@ def install(
             attempts and retries once each) for the executions and success rate of
             ``resilience stats`` and the dashboard; default ``False`` (a plain success
             then touches no store).
+        timezone: the IANA time zone (or ``tzinfo``) of ``peak_hours``; default
+            Celery's own ``timezone`` setting when set, else UTC.
+        peak_hours: ``(start, end)`` or ``"start-end"`` local hours (default
+            ``(9, 18)``) during which retries of low-priority tasks wait for the end
+            of the window; ``"none"`` defers nothing. ``timezone`` and ``peak_hours``
+            configure the engine install() builds: with ``engine``, set them on it.
 
     Returns:
         The app's :class:`Resilience` (also reachable as ``runtime_for(app)``).
@@ -221,6 +240,8 @@ def install(
         "min_deferral": min_deferral,
         "forced_open_delay": forced_open_delay,
         "track_executions": track_executions,
+        "timezone": timezone,
+        "peak_hours": peak_hours,
     }
     if isinstance(store, str):
         given["store"] = store
@@ -230,12 +251,22 @@ def install(
             key="store",
             value=type(store).__name__,
         )
-    settings = resolve_settings({k: v for k, v in given.items() if v is not None}, app.conf)
+    arguments = {k: v for k, v in given.items() if v is not None}
+    settings = resolve_settings(arguments, app.conf)
     if engine is not None and settings.policies:
         raise ConfigurationError(
             "pass policies to the RetryEngine you built, not to install() as well",
             key="policies",
             value=sorted(settings.policies),
+        )
+    explicit = [] if engine is None else engine_settings_given(arguments, app.conf)
+    if explicit:
+        key, value = explicit[0]
+        raise ConfigurationError(
+            f"{key} configures the engine install() builds: pass it to the RetryEngine "
+            "you built instead",
+            key=key,
+            value=value,
         )
     time_source = system_clock if clock is None else clock
     opened: Store = (
@@ -243,7 +274,7 @@ def install(
     )
     engine_given = engine is not None
     if engine is None:
-        engine = RetryEngine(policies=settings.policies, store=opened, clock=time_source, rng=rng)
+        engine = _engine(settings, store=opened, clock=time_source, rng=rng)
     runtime = Resilience(
         app,
         settings=settings,
@@ -315,9 +346,7 @@ def installed(
             if settings.policies:
                 engine = engine.with_policies(settings.policies)
         else:
-            engine = RetryEngine(
-                policies=settings.policies, store=opened, clock=time_source, rng=rng
-            )
+            engine = _engine(settings, store=opened, clock=time_source, rng=rng)
         old = previous.dead_letters
         runtime = Resilience(
             app,
@@ -332,6 +361,11 @@ def installed(
                 # The previous installation's own replay re-enqueues through the app:
                 # the new one's does the same. A custom one is kept.
                 replay=None if old.replay == previous.replay else old.replay,
+                # Likewise its engine's policies: the new engine's apply.
+                policy_for=(
+                    None if old.policy_for == previous.engine.policy_for else old.policy_for
+                ),
+                replay_lease=old.replay_lease,
             ),
             clock=time_source,
         )
@@ -343,6 +377,20 @@ def installed(
     finally:
         setattr(app, RUNTIME_ATTRIBUTE, previous)
         INSTALLS[0] += 1
+
+
+def _engine(
+    settings: ResilienceSettings, *, store: Store, clock: Clock, rng: random.Random | None
+) -> RetryEngine:
+    """The engine install() builds from the app's settings."""
+    return RetryEngine(
+        policies=settings.policies,
+        store=store,
+        peak_hours=settings.peak_hours,
+        timezone=settings.timezone,
+        clock=clock,
+        rng=rng,
+    )
 
 
 def _activate(app: Any, runtime: Resilience) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -17,11 +18,12 @@ from hypothesis import strategies as st
 from resilience.clock import FakeClock
 from resilience.dead_letter import (
     REPLAY_FAILURE_DELAY,
+    REPLAY_LEASE,
     DeadLetterQueue,
     Redaction,
 )
 from resilience.errors import ConfigurationError, DeadLetterConflict
-from resilience.policy import default_policy
+from resilience.policy import RetryPolicy, default_policy
 from resilience.storage import (
     DeadLetterFilter,
     DeadLetterOrder,
@@ -175,6 +177,70 @@ def test_given_classification_is_used_instead_of_classifying() -> None:
     record = dlq.add(task_name="t", exc=ValueError("looks permanent"), classification=verdict)
     assert record.failure_type is FailureType.TRANSIENT_NETWORK
     assert record.next_retry_at == START + verdict.retry_delay_seconds
+
+
+NEVER = RetryPolicy(max_retries=0)
+SEVEN = RetryPolicy(max_retries=3, initial_delay=7.0, factor=3.0, jitter="none")
+
+
+def test_a_policy_without_retries_gets_no_automatic_retry() -> None:
+    """policy_for's max_retries=0 for the type: next_retry_at None, process_due leaves it."""
+    replay = Replayer()
+    dlq, clock = make_queue(replay=replay, policy_for=lambda failure_type: NEVER)
+    record = add_network_failure(dlq)
+    assert record.failure_type is FailureType.TRANSIENT_NETWORK
+    assert record.next_retry_at is None
+    clock.advance(timedelta(days=30))
+    assert dlq.process_due() == []
+    assert replay.calls == []
+
+
+def test_the_first_automatic_retry_waits_the_policys_initial_delay() -> None:
+    """next_retry_at = now + the configured policy's initial_delay, per failure type."""
+    policies = {FailureType.TRANSIENT_NETWORK: SEVEN}
+
+    def policy_for(failure_type: FailureType) -> RetryPolicy:
+        return policies.get(failure_type) or default_policy(failure_type)
+
+    dlq, _ = make_queue(policy_for=policy_for)
+    assert add_network_failure(dlq).next_retry_at == START + 7.0
+    database = dlq.add(task_name="t", exc=raised(TimeoutError("database query timed out")))
+    assert database.next_retry_at == START + default_policy(database.failure_type).initial_delay
+
+
+def test_a_servers_retry_after_wins_over_the_initial_delay() -> None:
+    """A failure that carries Retry-After is retried when the server asked."""
+
+    class Throttled(Exception):
+        retry_after = 120.0
+
+    dlq, _ = make_queue(policy_for=lambda failure_type: SEVEN)
+    record = dlq.add(task_name="t", exc=Throttled("slow down"))
+    assert record.next_retry_at == START + 120.0
+
+
+def test_a_policy_given_to_add_wins_over_policy_for() -> None:
+    """add(policy=...) is the caller's more specific policy (a task's own)."""
+    dlq, _ = make_queue(policy_for=lambda failure_type: SEVEN)
+    assert add_network_failure(dlq, policy=NEVER).next_retry_at is None
+    with pytest.raises(ConfigurationError) as info:
+        add_network_failure(dlq, policy={"max_retries": 0})
+    assert info.value.key == "policy"
+
+
+def test_a_broken_policy_lookup_still_stores_the_record(caplog: pytest.LogCaptureFixture) -> None:
+    """A lookup that raises or returns garbage: stored all the same, no automatic retry."""
+
+    def broken(failure_type: FailureType) -> RetryPolicy:
+        raise KeyError(failure_type)
+
+    dlq, _ = make_queue(policy_for=broken)
+    record = add_network_failure(dlq)
+    assert dlq.get(record.id) == record
+    assert record.next_retry_at is None
+    assert "policy_for(TRANSIENT_NETWORK) raised" in caplog.text
+    odd, _ = make_queue(policy_for=lambda failure_type: {"max_retries": 3})
+    assert add_network_failure(odd).next_retry_at is None
 
 
 def test_ids_are_unique_and_time_ordered() -> None:
@@ -334,7 +400,17 @@ def test_add_rejects_a_non_exception() -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("max_payload_bytes", 100), ("max_payload_bytes", 2.5), ("redaction", {}), ("replay", 3)],
+    [
+        ("max_payload_bytes", 100),
+        ("max_payload_bytes", 2.5),
+        ("redaction", {}),
+        ("replay", 3),
+        ("policy_for", {"TRANSIENT_NETWORK": 0}),
+        ("replay_lease", 0),
+        ("replay_lease", -1.0),
+        ("replay_lease", float("inf")),
+        ("replay_lease", "1h"),
+    ],
 )
 def test_constructor_rejects_bad_options(option: str, value: object) -> None:
     """Bad constructor options raise ConfigurationError naming them."""
@@ -799,6 +875,48 @@ def test_record_retry_failed_stops_automatic_retries_when_exhausted() -> None:
     assert failed.next_retry_at is None
 
 
+def test_record_retry_failed_waits_the_configured_policys_delay() -> None:
+    """The next automatic retry comes from policy_for(type), not the default policy."""
+    dlq, clock = make_queue(replay=Replayer(), policy_for=lambda failure_type: SEVEN)
+    record = add_network_failure(dlq, retry_count=1)
+    dlq.retry(record.id, actor="ann")
+    clock.advance(30)
+    failed = dlq.record_retry_failed(record.id, exc=ConnectionRefusedError(111, "no"))
+    assert failed.retry_count == 2
+    assert failed.next_retry_at == START + 30 + SEVEN.delay(2) == START + 30 + 21.0
+
+
+def test_record_retry_failed_with_a_policy_without_retries_stops() -> None:
+    """A type whose configured policy never retries gets no automatic retry after a replay."""
+    dlq, _ = make_queue(replay=Replayer(), policy_for=lambda failure_type: NEVER)
+    record = add_network_failure(dlq, policy=SEVEN)
+    dlq.retry(record.id, actor="ann")
+    failed = dlq.record_retry_failed(record.id, exc=ConnectionRefusedError(111, "no"))
+    assert failed.next_retry_at is None
+
+
+def test_record_retry_failed_uses_a_given_classification_and_policy() -> None:
+    """The caller's verdict and policy (a worker's) win over classify() and policy_for."""
+    dlq, clock = make_queue(replay=Replayer(), policy_for=lambda failure_type: NEVER)
+    record = add_network_failure(dlq, policy=SEVEN)
+    dlq.retry(record.id, actor="ann")
+    verdict = classify(raised(ConnectionRefusedError(111, "Connection refused")))
+    failed = dlq.record_retry_failed(
+        record.id, exc=ValueError("looks permanent"), classification=verdict, policy=SEVEN
+    )
+    assert failed.failure_type is FailureType.TRANSIENT_NETWORK
+    assert failed.next_retry_at == clock.time() + SEVEN.delay(1)
+    exhausted = classify(
+        raised(ConnectionRefusedError(111, "Connection refused")),
+        {"retry_count": 3, "max_retries": 3},
+    )
+    dlq.retry(record.id, actor="ann")
+    again = dlq.record_retry_failed(
+        record.id, exc=ValueError("x"), classification=exhausted, policy=SEVEN
+    )
+    assert again.next_retry_at is None  # the verdict says retries are exhausted
+
+
 def test_record_retry_failed_updates_type_and_scrubs_the_new_failure() -> None:
     """The new failure's type is stored and its message is scrubbed of secret shapes."""
     dlq, _ = make_queue(replay=Replayer())
@@ -872,6 +990,217 @@ def test_process_due_defers_a_record_whose_replay_fails() -> None:
     assert deferred.status is PENDING
     assert deferred.next_retry_at == START + 60 + REPLAY_FAILURE_DELAY
     assert dlq.process_due(START + 61) == []
+
+
+# --------------------------------------------------------------------------- stale RETRYING
+
+
+def lost_replay(dlq: DeadLetterQueue, **fields: object) -> DeadLetterRecord:
+    """A record retried by ann whose replay never reports back (its message was lost)."""
+    record = add_network_failure(dlq, **fields)
+    return dlq.retry(record.id, actor="ann")
+
+
+class Interleaved:
+    """A dead-letter role that runs ``hook`` once, just before the next compare-and-set.
+
+    ``hook`` is another operator acting on the record after this one has read and
+    checked it: the deterministic form of a race.
+    """
+
+    def __init__(self, role: MemoryDeadLetterStore) -> None:
+        self._role = role
+        self.hook: Callable[[], object] | None = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._role, name)
+
+    def compare_and_set(self, expected_version: int, record: DeadLetterRecord) -> bool:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return self._role.compare_and_set(expected_version, record)
+
+
+def test_a_retrying_record_within_its_lease_is_refused() -> None:
+    """Its replay may still run: retry() refuses, naming the lease and the replay's age."""
+    replay = Replayer()
+    dlq, clock = make_queue(replay=replay)
+    record = lost_replay(dlq)
+    clock.advance(REPLAY_LEASE - 1)
+    with pytest.raises(DeadLetterConflict) as info:
+        dlq.retry(record.id, actor="bob")
+    assert info.value.status == "RETRYING"
+    assert "is RETRYING; cannot retry it (expects PENDING, or RETRYING" in str(info.value)
+    assert "3600s replay lease; this replay started 3599s ago" in str(info.value)
+    assert replay.calls == [record.id]
+    assert dlq.process_due() == []
+
+
+def test_a_stale_retrying_record_is_taken_over_by_retry() -> None:
+    """Past the lease, retry() takes the record over and replays it again; the history says so."""
+    replay = Replayer()
+    dlq, clock = make_queue(replay=replay)
+    record = lost_replay(dlq)
+    clock.advance(REPLAY_LEASE)
+    retried = dlq.retry(record.id, actor="bob", note="message lost in the broker failover")
+    assert retried.status is RETRYING
+    assert replay.calls == [record.id, record.id]
+    take_over, enqueued = retried.history[-2:]
+    assert (take_over.action, take_over.actor, take_over.from_status, take_over.to_status) == (
+        "take_over",
+        "bob",
+        RETRYING,
+        RETRYING,
+    )
+    assert take_over.at == START + REPLAY_LEASE
+    assert take_over.note == (
+        "took over: its replay (task task-1) started 3600s ago and has not reported within "
+        "the 3600s replay lease; message lost in the broker failover"
+    )
+    assert (enqueued.action, enqueued.task_id) == ("enqueued", "task-2")
+    # The takeover's replay holds a fresh lease.
+    with pytest.raises(DeadLetterConflict):
+        dlq.retry(record.id, actor="carol")
+
+
+def test_process_due_takes_over_stale_retrying_records_in_replay_order() -> None:
+    """Stale RETRYING records are due: picked up with the due PENDING ones, priority first."""
+    replay = Replayer()
+    dlq, clock = make_queue(replay=replay)
+    stale_low = lost_replay(dlq, priority=1)
+    permanent = dlq.add(task_name="t", exc=ValueError("bad row"), priority=9)
+    stale_permanent = dlq.retry(permanent.id, actor="ann")  # by hand; its replay was lost too
+    clock.advance(REPLAY_LEASE - 60)
+    due = add_network_failure(dlq, priority=5)  # due at the lease's end too
+    fresh = lost_replay(dlq, priority=7)
+    assert dlq.process_due(START + REPLAY_LEASE - 1) == []
+    assert dlq.process_due(START + REPLAY_LEASE) == [stale_permanent.id, due.id, stale_low.id]
+    taken = dlq.get(stale_low.id)
+    assert taken is not None
+    assert taken.history[-2].action == "take_over"
+    assert taken.history[-2].actor == "process_due"
+    assert "has not reported within the 3600s replay lease" in (taken.history[-2].note or "")
+    pending_claim = dlq.get(due.id)
+    assert pending_claim is not None
+    assert pending_claim.history[-2].action == "retry"
+    still = dlq.get(fresh.id)
+    assert still is not None
+    assert still.history[-1].action == "enqueued"  # within its lease: untouched
+    assert dlq.process_due(START + REPLAY_LEASE) == []
+
+
+def test_a_takeover_whose_replay_raises_goes_back_to_pending() -> None:
+    """Taking over follows the usual rule: a replay that raises puts the record back."""
+    replay = Replayer()
+    dlq, clock = make_queue(replay=replay)
+    record = lost_replay(dlq)
+    clock.advance(REPLAY_LEASE)
+    replay.fail = True
+    with pytest.raises(ConnectionRefusedError):
+        dlq.retry(record.id, actor="bob")
+    back = dlq.get(record.id)
+    assert back is not None
+    assert back.status is PENDING
+    assert [h.action for h in back.history[-2:]] == ["take_over", "replay_failed"]
+
+
+def test_a_replay_that_reports_within_the_lease_is_never_taken_over() -> None:
+    """A reported failure brings the record back to PENDING: an ordinary retry, no takeover."""
+    replay = Replayer()
+    dlq, clock = make_queue(replay=replay)
+    record = lost_replay(dlq)
+    clock.advance(10)
+    dlq.record_retry_failed(record.id, exc=raised(ConnectionRefusedError(111, "refused")))
+    clock.advance(REPLAY_LEASE)
+    assert dlq.retry(record.id, actor="bob").history[-2].action == "retry"
+
+
+def test_the_replay_lease_is_a_queue_setting() -> None:
+    """replay_lease (seconds or a timedelta) sets when a RETRYING record becomes stale."""
+    replay = Replayer()
+    dlq, clock = make_queue(replay=replay, replay_lease=timedelta(minutes=5))
+    assert dlq.replay_lease == 300.0
+    record = lost_replay(dlq)
+    clock.advance(299)
+    assert dlq.process_due() == []
+    clock.advance(1)
+    assert dlq.process_due() == [record.id]
+
+
+def test_bulk_retry_takes_over_stale_records_and_skips_fresh_ones() -> None:
+    """bulk_retry(ids=...) applies the same rule as retry()."""
+    replay = Replayer()
+    dlq, clock = make_queue(replay=replay)
+    stale = lost_replay(dlq)
+    clock.advance(REPLAY_LEASE)
+    fresh = lost_replay(dlq)
+    result = dlq.bulk_retry(ids=[stale.id, fresh.id], actor="ops")
+    assert result.retried == (stale.id,)
+    assert dict(result.skipped) == {fresh.id: "status is RETRYING"}
+
+
+@pytest.mark.parametrize("winner", ["retry", "process_due"])
+@pytest.mark.parametrize("loser", ["retry", "process_due"])
+def test_two_takeovers_of_one_stale_record_one_wins(winner: str, loser: str) -> None:
+    """Both read the stale record; the winner writes first; the loser's CAS fails, it re-reads."""
+    role = Interleaved(MemoryDeadLetterStore())
+    clock = FakeClock(start=START)
+    replays = {"ann": Replayer(), "bob": Replayer()}
+    ann = DeadLetterQueue(role, clock=clock, replay=replays["ann"])  # type: ignore[arg-type]
+    bob = DeadLetterQueue(role._role, clock=clock, replay=replays["bob"])
+    record = lost_replay(bob)
+    clock.advance(REPLAY_LEASE)
+    act: dict[str, Callable[[DeadLetterQueue, str], object]] = {
+        "retry": lambda dlq, actor: dlq.retry(record.id, actor=actor),
+        "process_due": lambda dlq, actor: dlq.process_due(),
+    }
+    role.hook = lambda: act[winner](bob, "bob")
+    if loser == "retry":
+        with pytest.raises(DeadLetterConflict) as info:
+            act[loser](ann, "ann")
+        assert info.value.status == "RETRYING"
+    else:
+        assert act[loser](ann, "ann") == []
+    assert replays["ann"].calls == []
+    assert replays["bob"].calls == [record.id, record.id]
+    final = dlq_history(bob, record.id)
+    assert final.count("take_over") == 1
+    assert final[-2:] == ["take_over", "enqueued"]
+
+
+def test_threads_racing_to_take_over_stale_records_replay_each_once() -> None:
+    """Operators retrying and beat runs, eight threads at once: one takeover per record."""
+    replay = Replayer()
+    dlq, clock = make_queue(replay=replay)
+    records = [lost_replay(dlq) for _ in range(20)]
+    clock.advance(REPLAY_LEASE)
+    barrier = threading.Barrier(8)
+
+    def race(number: int) -> None:
+        barrier.wait()
+        if number % 2:
+            dlq.process_due()
+            return
+        for record in records:
+            with contextlib.suppress(DeadLetterConflict):
+                dlq.retry(record.id, actor=f"op-{number}")
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(replay.calls) == sorted([r.id for r in records] * 2)
+    for record in records:
+        assert dlq_history(dlq, record.id).count("take_over") == 1
+
+
+def dlq_history(dlq: DeadLetterQueue, record_id: str) -> list[str]:
+    """The actions in a record's history, oldest first."""
+    record = dlq.get(record_id)
+    assert record is not None
+    return [entry.action for entry in record.history]
 
 
 # --------------------------------------------------------------------------- purge

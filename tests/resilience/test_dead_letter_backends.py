@@ -6,24 +6,27 @@ Uses the storage suite's ``make_store`` (real servers from ``RESILIENCE_TEST_RED
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from resilience.clock import FakeClock
-from resilience.dead_letter import DeadLetterQueue
+from resilience.dead_letter import REPLAY_LEASE, DeadLetterQueue
 from resilience.errors import DeadLetterConflict
 from resilience.storage import DeadLetterFilter, DeadLetterOrder, DeadLetterStatus
 from resilience.taxonomy import FailureType
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from resilience.storage import DeadLetterRecord, Store
+    from resilience.storage.base import DeadLetterStore
 
 START = 1_700_000_000.0
 
@@ -209,3 +212,108 @@ def test_ten_thousand_records_inserted_filtered_paginated_and_bulk_retried(
     assert len(set(replay.calls)) == 10_000
     retrying = DeadLetterFilter(statuses=frozenset({DeadLetterStatus.RETRYING}))
     assert store.dead_letters.count(retrying) == 10_000
+
+
+class Interleaved:
+    """A dead-letter role that runs ``hook`` once, just before the next compare-and-set.
+
+    ``hook`` is another operator acting on the record after this one has read and
+    checked it: the deterministic form of a race.
+    """
+
+    def __init__(self, role: DeadLetterStore) -> None:
+        self.role = role
+        self.hook: Callable[[], object] | None = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.role, name)
+
+    def compare_and_set(self, expected_version: int, record: DeadLetterRecord) -> bool:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return self.role.compare_and_set(expected_version, record)
+
+
+def test_stale_retrying_records_are_taken_over_and_fresh_ones_refused(store: Store) -> None:
+    """A replay that never reported: refused within the lease, taken over after it."""
+    replay = Replayer()
+    dlq, clock = queue(store, replay)
+    lost = dlq.retry(dlq.add(task_name="sync", exc=ValueError("x"), priority=3).id, actor="ann")
+    clock.advance(REPLAY_LEASE - 1)
+    fresh = dlq.retry(dlq.add(task_name="sync", exc=ValueError("y")).id, actor="ann")
+    with pytest.raises(DeadLetterConflict) as info:
+        dlq.retry(lost.id, actor="bob")
+    assert info.value.status == "RETRYING"
+    assert dlq.process_due() == []
+    clock.advance(1)
+    assert dlq.process_due() == [lost.id]
+    taken = store.dead_letters.get(lost.id)
+    assert taken is not None
+    assert taken.status is DeadLetterStatus.RETRYING
+    assert [h.action for h in taken.history] == [
+        "add",
+        "retry",
+        "enqueued",
+        "take_over",
+        "enqueued",
+    ]
+    assert replay.calls == [lost.id, fresh.id, lost.id]
+    clock.advance(REPLAY_LEASE)
+    assert dlq.retry(fresh.id, actor="bob").history[-2].action == "take_over"
+
+
+def test_two_takeovers_of_a_stale_record_one_wins(store: Store) -> None:
+    """Both check the stale record; the winner writes first; the loser's CAS fails, it re-reads."""
+    replays = (Replayer(), Replayer())
+    role = Interleaved(store.dead_letters)
+    clock = FakeClock(start=START)
+    bundle: Any = SimpleNamespace(dead_letters=role)  # a store whose role is interleaved
+    ann = DeadLetterQueue(bundle, clock=clock, replay=replays[0])
+    bob = DeadLetterQueue(store, clock=clock, replay=replays[1])
+    record = bob.retry(bob.add(task_name="sync", exc=ValueError("x")).id, actor="beat")
+    clock.advance(REPLAY_LEASE)
+    role.hook = lambda: bob.retry(record.id, actor="bob")
+    with pytest.raises(DeadLetterConflict) as info:
+        ann.retry(record.id, actor="ann")
+    assert info.value.status == "RETRYING"
+    clock.advance(REPLAY_LEASE)
+    role.hook = bob.process_due
+    assert ann.process_due() == []  # bob's beat run got there first
+    assert replays[0].calls == []
+    assert replays[1].calls == [record.id] * 3
+    final = store.dead_letters.get(record.id)
+    assert final is not None
+    assert [h.action for h in final.history].count("take_over") == 2
+    assert [h.actor for h in final.history if h.action == "take_over"] == ["bob", "process_due"]
+
+
+def test_racing_takeovers_replay_each_stale_record_once(store: Store) -> None:
+    """Six threads (operators and beat runs) take over the same stale records: once each."""
+    replay = Replayer()
+    dlq, clock = queue(store, replay)
+    records = [
+        dlq.retry(dlq.add(task_name="t", exc=RuntimeError("x")).id, actor="ann") for _ in range(10)
+    ]
+    clock.advance(REPLAY_LEASE)
+    barrier = threading.Barrier(6)
+
+    def race(number: int) -> None:
+        barrier.wait()
+        if number % 2:
+            dlq.process_due()
+            return
+        for record in records:
+            with contextlib.suppress(DeadLetterConflict):
+                dlq.retry(record.id, actor=f"op-{number}")
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(replay.calls) == sorted([r.id for r in records] * 2)
+    for record in records:
+        current = store.dead_letters.get(record.id)
+        assert current is not None
+        assert [h.action for h in current.history].count("take_over") == 1

@@ -15,7 +15,7 @@ from resilience.budget import RetryBudget
 from resilience.clock import FakeClock
 from resilience.engine import Priority, RetryEngine
 from resilience.errors import ConfigurationError
-from resilience.policy import DEFAULT_POLICIES, RetryPolicy, default_policy
+from resilience.policy import DEFAULT_POLICIES, BreakerSettings, RetryPolicy, default_policy
 from resilience.taxonomy import Classification, FailureType, profile
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ EXACT = RetryPolicy(
 )
 NOON = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
 NIGHT = datetime(2026, 6, 1, 2, 0, tzinfo=UTC).timestamp()
+SPREAD_CAP = 300.0  # the most RetryEngine.spread adds to a shared wait
 
 
 def fixed(
@@ -176,15 +177,49 @@ def test_queue_load_stretches_delays() -> None:
 
 
 def test_retry_after_wins_and_is_capped() -> None:
-    """A Retry-After from the server replaces the policy delay, up to max_retry_after."""
+    """A Retry-After replaces the policy delay: at least it, spread by half, up to the cap."""
     e = engine(RATE, classifier=fixed(RATE, retry_after=42), policies={RATE: EXACT})
     d = e.decide("sync", RuntimeError(), 0)
-    assert d.delay == 42
-    assert "as the server asked (Retry-After 42s)" in d.reason
+    assert d.delay is not None
+    assert 42 <= d.delay <= 42 + 21
+    assert "as the server asked (Retry-After 42s + " in d.reason
+    assert d.eta == NIGHT + d.delay
     capped = engine(RATE, classifier=fixed(RATE, retry_after=10**6), max_retry_after=3600)
     d = capped.decide("sync", RuntimeError(), 0)
     assert d.delay == 3600
     assert "capped at 3600s" in d.reason
+
+
+def test_retry_after_waits_are_spread_not_synchronised() -> None:
+    """50 tasks told Retry-After 30 come back over the following 15 s, not in one instant."""
+    e = engine(
+        RATE,
+        classifier=fixed(RATE, retry_after=30),
+        policies={RATE: dataclasses.replace(EXACT, max_retries=100)},
+        rng=random.Random(5),
+    )
+    delays = [e.decide(f"sync-{n}", RuntimeError(), 0).delay for n in range(50)]
+    assert all(d is not None and 30.0 <= d <= 45.0 for d in delays)
+    assert len(set(delays)) == 50
+    assert len({round(d or 0) for d in delays}) > 8, "over many seconds, not one"
+    again = engine(
+        RATE,
+        classifier=fixed(RATE, retry_after=30),
+        policies={RATE: dataclasses.replace(EXACT, max_retries=100)},
+        rng=random.Random(5),
+    )
+    assert [again.decide(f"sync-{n}", RuntimeError(), 0).delay for n in range(50)] == delays
+
+
+def test_a_spread_retry_after_stays_under_max_retry_after() -> None:
+    """The spread never pushes a retry past max_retry_after; Retry-After 0 stays 0."""
+    e = engine(RATE, classifier=fixed(RATE, retry_after=30), max_retry_after=35)
+    delays = [e.decide("sync", RuntimeError(), 0).delay for _ in range(3)]
+    assert all(d is not None and 30.0 <= d <= 35.0 for d in delays)
+    now = engine(RATE, classifier=fixed(RATE, retry_after=0))
+    d = now.decide("sync", RuntimeError(), 0)
+    assert d.delay == 0
+    assert d.reason.endswith("(Retry-After 0s)")
 
 
 def test_budget_exhaustion_stops_retries() -> None:
@@ -243,23 +278,61 @@ def test_success_closes_the_loop_through_record_outcome() -> None:
 
 
 def test_low_priority_retry_in_peak_hours_waits_for_off_peak() -> None:
-    """A low-priority retry due at 10:30 local is deferred to 18:00 local, minutes included."""
+    """A low-priority retry due at 10:30 local waits for 18:00 local, within 5 min after it."""
     paris = ZoneInfo("Europe/Paris")
     now = datetime(2026, 6, 1, 10, 29, 50, tzinfo=paris).timestamp()
     e = engine(clock=FakeClock(start=now), timezone="Europe/Paris")
     d = e.decide("report", RuntimeError(), 0, priority="low")
-    assert d.eta == datetime(2026, 6, 1, 18, 0, tzinfo=paris).timestamp()
-    assert "deferred to off-peak 2026-06-01 18:00 CEST (low priority" in d.reason
+    off_peak = datetime(2026, 6, 1, 18, 0, tzinfo=paris).timestamp()
+    assert d.eta is not None
+    assert off_peak <= d.eta <= off_peak + SPREAD_CAP
+    assert d.eta == now + d.delay
+    assert "deferred to off-peak 2026-06-01 18:00 CEST + " in d.reason
+    assert "s spread (low priority, peak hours 09:00-18:00 Europe/Paris)" in d.reason
     normal = e.decide("report", RuntimeError(), 0, priority=Priority.NORMAL)
     assert normal.delay == 10
 
 
+def test_deferred_retries_are_spread_after_the_off_peak_start() -> None:
+    """100 low-priority failures from 10:00 to 11:40 return over 18:00-18:05, each apart."""
+    paris = ZoneInfo("Europe/Paris")
+    ten = datetime(2026, 6, 1, 10, 0, tzinfo=paris).timestamp()
+    off_peak = datetime(2026, 6, 1, 18, 0, tzinfo=paris).timestamp()
+
+    def etas(seed: int) -> list[float]:
+        clock = FakeClock(start=ten)
+        e = engine(clock=clock, timezone="Europe/Paris", rng=random.Random(seed))
+        found = []
+        for n in range(100):
+            d = e.decide(f"report-{n}", RuntimeError(), 0, priority="low")
+            assert d.eta is not None
+            found.append(d.eta)
+            clock.advance(60)
+        return found
+
+    spread = etas(11)
+    assert all(off_peak <= eta <= off_peak + SPREAD_CAP for eta in spread)
+    assert len(set(spread)) == 100, "no two deferred retries share an ETA"
+    assert max(spread) - min(spread) > SPREAD_CAP / 2, "over minutes, not one second"
+    assert etas(11) == spread, "the engine's seeded generator makes it reproducible"
+
+
 def test_deferral_keeps_minutes() -> None:
-    """A retry due at 17:45 waits 15 minutes for 18:00, not whole hours."""
+    """A retry due at 17:45 waits 15 minutes for 18:00 (plus at most 5 of spread)."""
     now = datetime(2026, 6, 1, 17, 44, 50, tzinfo=UTC).timestamp()
     e = engine(clock=FakeClock(start=now))
     d = e.decide("report", RuntimeError(), 0, priority="low")
-    assert d.delay == pytest.approx(15 * 60 + 10)
+    assert d.delay is not None
+    assert 15 * 60 + 10 <= d.delay <= 15 * 60 + 10 + SPREAD_CAP
+
+
+def test_a_short_deferral_is_spread_by_at_most_half_its_wait() -> None:
+    """A retry due 10 s before the peak ends is spread over 5 s, not 5 minutes."""
+    now = datetime(2026, 6, 1, 17, 59, 40, tzinfo=UTC).timestamp()
+    e = engine(clock=FakeClock(start=now))
+    d = e.decide("report", RuntimeError(), 0, priority="low")
+    assert d.delay is not None
+    assert 20 <= d.delay <= 30
 
 
 def test_peak_window_may_wrap_midnight() -> None:
@@ -267,7 +340,15 @@ def test_peak_window_may_wrap_midnight() -> None:
     now = datetime(2026, 6, 1, 22, 59, 50, tzinfo=UTC).timestamp()
     e = engine(clock=FakeClock(start=now), peak_hours=(22, 6))
     d = e.decide("report", RuntimeError(), 0, priority="low")
-    assert d.eta == datetime(2026, 6, 2, 6, 0, tzinfo=UTC).timestamp()
+    six = datetime(2026, 6, 2, 6, 0, tzinfo=UTC).timestamp()
+    assert d.eta is not None
+    assert six <= d.eta <= six + SPREAD_CAP
+
+
+def test_no_peak_hours_defers_nothing() -> None:
+    """peak_hours=None: a low-priority retry at noon keeps its delay."""
+    e = engine(clock=FakeClock(start=NOON), peak_hours=None)
+    assert e.decide("report", RuntimeError(), 0, priority="low").delay == 10
 
 
 def test_off_peak_retry_is_not_deferred() -> None:
@@ -320,9 +401,18 @@ def test_engines_on_one_store_share_breakers_and_history() -> None:
 
     store, clock = MemoryStore(), FakeClock(start=NIGHT)
     api_down = FailureType.EXTERNAL_API_DOWN
-    worker_a = engine(api_down, store=store, clock=clock, classifier=fixed(api_down))
-    worker_b = engine(api_down, store=store, clock=clock, classifier=fixed(api_down))
-    # Same settings on both workers (from the type's default policy): 3 failures trip it.
+    policies = {
+        api_down: dataclasses.replace(
+            EXACT, breaker=BreakerSettings(failure_threshold=3, reset_timeout=600)
+        )
+    }
+    worker_a = engine(
+        api_down, store=store, clock=clock, classifier=fixed(api_down), policies=policies
+    )
+    worker_b = engine(
+        api_down, store=store, clock=clock, classifier=fixed(api_down), policies=policies
+    )
+    # Same settings on both workers (from the configured policy): 3 failures trip it.
     threshold = worker_a.breaker("payments-api").failure_threshold
     assert worker_b.breaker("payments-api").failure_threshold == threshold == 3
     for n in range(threshold):
@@ -333,6 +423,32 @@ def test_engines_on_one_store_share_breakers_and_history() -> None:
     for _ in range(10):
         worker_a.record_outcome("charge", success=True, retry_count=1, failure_type=api_down)
     assert worker_b.statistics("charge").by_type[api_down].successes == 10
+
+
+def test_a_breaker_asked_for_by_name_takes_the_configured_api_down_policy() -> None:
+    """breaker(name) and record_outcome build breakers from the configured EXTERNAL_API_DOWN."""
+    api_down = FailureType.EXTERNAL_API_DOWN
+    tuned = dataclasses.replace(
+        default_policy(api_down),
+        breaker=BreakerSettings(failure_threshold=10, reset_timeout=60),
+    )
+    e = RetryEngine(policies={api_down: tuned}, clock=FakeClock(start=NIGHT))
+    breaker = e.breaker("payments-api")
+    assert (breaker.failure_threshold, breaker.reset_timeout) == (10, 60.0)
+    e.record_outcome("charge", success=True, retry_count=0, dependency="mail-api")
+    mail = e.breaker("mail-api")
+    assert (mail.failure_threshold, mail.reset_timeout) == (10, 60.0)
+    # Without policies: the default EXTERNAL_API_DOWN policy's breaker (3 failures, 30 min).
+    default = RetryEngine(clock=FakeClock(start=NIGHT)).breaker("payments-api")
+    expected = default_policy(api_down).breaker
+    assert expected is not None
+    assert (default.failure_threshold, default.reset_timeout) == (
+        expected.failure_threshold,
+        expected.reset_timeout,
+    )
+    # A policy given explicitly still wins.
+    explicit = e.breaker("ledger", policy=default_policy(NET))
+    assert (explicit.failure_threshold, explicit.reset_timeout) == (5, 600.0)
 
 
 def test_with_policies_overrides_types_and_shares_the_rest() -> None:
