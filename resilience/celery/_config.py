@@ -289,32 +289,52 @@ def engine_settings_given(
     return [source for source in found if source is not None]
 
 
-def _conf_values(conf: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The ``resilience_*`` settings set in ``conf``, by their short names."""
-    conf_values: dict[str, Any] = {}
-    if conf is not None:
-        for name in list(conf.keys()):
-            if not isinstance(name, str) or not name.startswith(CONF_PREFIX):
-                continue
+def _conf_values(conf: Mapping[str, Any] | None) -> dict[str, tuple[str, Any]]:
+    """The ``resilience_*`` settings set in ``conf``: short name -> (key as written, value).
+
+    Under a namespace (Django's ``config_from_object(..., namespace="CELERY")``)
+    Celery keeps settings it does not know as written: ``CELERY_RESILIENCE_STORE``.
+    """
+    conf_values: dict[str, tuple[str, Any]] = {}
+    if conf is None:
+        return conf_values
+    names = list(conf.keys())  # first: Celery loads a lazy configuration, and its prefix
+    prefix = getattr(conf, "prefix", None)
+    namespaced = f"{prefix}{ENV_PREFIX}" if isinstance(prefix, str) and prefix else None
+    for name in names:
+        if name.startswith(CONF_PREFIX):
             short = name[len(CONF_PREFIX) :]
-            if short not in _KNOWN:
-                known = ", ".join(sorted(CONF_PREFIX + k for k in _KNOWN))
-                raise ConfigurationError(
-                    f"unknown Celery setting {name!r}; known: {known}", key=name, value=conf[name]
-                )
-            if conf[name] is not None:
-                conf_values[short] = conf[name]
+        elif namespaced is not None and name.startswith(namespaced):
+            short = name[len(namespaced) :].lower()
+        else:
+            continue
+        if short not in _KNOWN:
+            spelling = name[: len(name) - len(short)]
+            known = ", ".join(sorted(spelling + _spelled(k, name) for k in _KNOWN))
+            raise ConfigurationError(
+                f"unknown Celery setting {name!r}; known: {known}", key=name, value=conf[name]
+            )
+        if conf[name] is not None:
+            conf_values[short] = (name, conf[name])
     return conf_values
 
 
+def _spelled(short: str, like: str) -> str:
+    """``short`` in the case of the setting name ``like`` (upper under a namespace)."""
+    return short.upper() if like.isupper() else short
+
+
 def _pick(
-    name: str, given: Mapping[str, Any], conf_values: Mapping[str, Any], env: Mapping[str, str]
+    name: str,
+    given: Mapping[str, Any],
+    conf_values: Mapping[str, tuple[str, Any]],
+    env: Mapping[str, str],
 ) -> tuple[str, Any] | None:
     """The first source that sets ``name``: its key there and its value."""
     if given.get(name) is not None:
         return name, given[name]
     if name in conf_values:
-        return CONF_PREFIX + name, conf_values[name]
+        return conf_values[name]
     if name not in _CONF_ONLY:
         var = _ENV_NAMES.get(name, ENV_PREFIX + name.upper())
         raw = env.get(var)

@@ -102,6 +102,35 @@ def test_install_settings_from_app_conf(app: Celery) -> None:
     assert runtime.settings.on_store_error is OnStoreError.FAIL_OPEN
 
 
+def test_django_namespaced_settings_are_read_and_named_as_written() -> None:
+    """CELERY_RESILIENCE_* under config_from_object(namespace="CELERY") configure install()."""
+    from types import SimpleNamespace
+
+    from celery import Celery
+
+    def app_with(**settings: object) -> Celery:
+        made = Celery("django-like", broker="memory://", set_as_current=False)
+        made.config_from_object(SimpleNamespace(**settings), namespace="CELERY")
+        return made
+
+    runtime = install(
+        app_with(
+            CELERY_RESILIENCE_STORE="memory://",
+            CELERY_RESILIENCE_PRIORITY="low",
+            CELERY_RESILIENCE_IDEMPOTENCY_LEASE=30,
+        )
+    )
+    assert runtime.store.url.startswith("memory://")
+    assert runtime.settings.priority is Priority.LOW
+    assert runtime.settings.idempotency_lease == 30.0
+    with pytest.raises(ConfigurationError, match="CELERY_RESILIENCE_PRIORITY") as caught:
+        install(app_with(CELERY_RESILIENCE_STORE="memory://", CELERY_RESILIENCE_PRIORITY="urgent"))
+    assert caught.value.key == "CELERY_RESILIENCE_PRIORITY"
+    with pytest.raises(ConfigurationError, match=r"known: .*CELERY_RESILIENCE_STORE") as caught:
+        install(app_with(CELERY_RESILIENCE_PRIORTY="low"))
+    assert caught.value.key == "CELERY_RESILIENCE_PRIORTY"
+
+
 def test_install_refuses_policies_next_to_an_engine(app: Celery) -> None:
     """policies= with engine= is ambiguous and refused."""
     from resilience import RetryEngine
