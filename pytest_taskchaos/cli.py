@@ -4,7 +4,7 @@
 
     taskchaos run [PATHS...] [--seed N] [--json PATH] [--junit PATH] [--html PATH]
                   [--mode {sim,real}] [--broker URL] [--time-scale F]
-    taskchaos validate PATHS...
+    taskchaos validate [PATHS...]
     taskchaos list-faults
     taskchaos explain SCENARIO_FILE [--name NAME] [--seed N]
 
@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -76,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         help="real mode: virtual seconds per real second (default: each file's real.time_scale)",
     )
     check = commands.add_parser("validate", help="check scenario files without running them")
-    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument("paths", nargs="*", metavar="PATH", help=f"default: {_DEFAULT_PATH}")
     commands.add_parser("list-faults", help="the fault catalog")
     explain = commands.add_parser("explain", help="a scenario run's timeline, event by event")
     explain.add_argument("path", metavar="SCENARIO_FILE")
@@ -271,11 +272,12 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    errors = validate(args.paths)
+    paths = args.paths or [_DEFAULT_PATH]
+    errors = validate(paths)
     if errors:
         _print_errors(errors, err)
         return _INVALID
-    count = sum(len(load_scenarios(path)) for path in args.paths)
+    count = sum(len(load_scenarios(path)) for path in paths)
     print(f"{count} {'scenario' if count == 1 else 'scenarios'} valid", file=out)
     return _OK
 
@@ -341,14 +343,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     here = str(Path.cwd())
     if here not in sys.path:
         sys.path.insert(0, here)
-    with _quiet_logs():
-        if args.command == "run":
-            return _run(args, out, err)
-        if args.command == "validate":
-            return _validate(args, out, err)
-        if args.command == "list-faults":
-            return _list_faults(out)
-        return _explain(args, out, err)
+    try:
+        with _quiet_logs():
+            if args.command == "run":
+                return _run(args, out, err)
+            if args.command == "validate":
+                return _validate(args, out, err)
+            if args.command == "list-faults":
+                return _list_faults(out)
+            return _explain(args, out, err)
+    except BrokenPipeError:  # `taskchaos explain ... | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _OK
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,6 +201,37 @@ def test_explain_prints_the_timeline(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert out.startswith("-- minute 0\nt=0s published taskapp.create_ppm_job[")
     assert "dead_lettered taskapp.create_ppm_job" in out
     assert "doomed: FAIL (seed 5)" in out
+
+
+def test_validate_defaults_to_the_scenarios_folder(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`taskchaos validate` with no path checks scenarios/, as `taskchaos run` runs it."""
+    monkeypatch.chdir(SCENARIOS.parent)
+    assert main(["validate"]) == 0
+    assert capsys.readouterr().out == f"{len(list(SCENARIOS.glob('*.yaml')))} scenarios valid\n"
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:
+    """`taskchaos explain ... | head`: a closed pipe ends the command quietly with 0."""
+    path = _write(tmp_path, "ok.yaml", PASSING)
+    script = (
+        "import sys\n"
+        "from pytest_taskchaos.cli import main\n"
+        f"raise SystemExit(main(['explain', {str(path)!r}]))\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=SCENARIOS.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().startswith(b"-- minute 0")
+    child.stdout.close()  # the reader leaves, as head does after its lines
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err.decode()
+    assert b"BrokenPipeError" not in err, err.decode()
 
 
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
