@@ -295,7 +295,12 @@ class DeadLetterQueue:
         rules = self._policy(verdict.failure_type) if policy is None else policy
         due = None
         if verdict.retry_recommended and rules is not None and rules.max_retries > 0:
-            due = at + (rules.initial_delay if verdict.retry_after is None else verdict.retry_after)
+            # A server's Retry-After wins, within the policy's longest delay (a bogus
+            # header must not schedule the retry for next century).
+            wait = rules.initial_delay
+            if verdict.retry_after is not None:
+                wait = min(verdict.retry_after, max(rules.max_delay, rules.initial_delay))
+            due = at + wait
         payload = capture(
             exc,
             args=args,

@@ -219,6 +219,17 @@ def test_a_servers_retry_after_wins_over_the_initial_delay() -> None:
     assert record.next_retry_at == START + 120.0
 
 
+def test_a_retry_after_past_the_policys_longest_delay_is_capped() -> None:
+    """A bogus Retry-After (three thousand years) schedules the retry at the policy's cap."""
+
+    class Throttled(Exception):
+        retry_after = 99_999_999_999.0
+
+    dlq, _ = make_queue(policy_for=lambda failure_type: SEVEN)
+    record = dlq.add(task_name="t", exc=Throttled("slow down"))
+    assert record.next_retry_at == START + SEVEN.max_delay
+
+
 def test_a_policy_given_to_add_wins_over_policy_for() -> None:
     """add(policy=...) is the caller's more specific policy (a task's own)."""
     dlq, _ = make_queue(policy_for=lambda failure_type: SEVEN)
