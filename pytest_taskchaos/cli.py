@@ -230,6 +230,16 @@ def _run_real(
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.mode != "real":
+        given = [
+            flag
+            for flag, value in (("--broker", args.broker), ("--time-scale", args.time_scale))
+            if value is not None
+        ]
+        if given:
+            verb = "is" if len(given) == 1 else "are"
+            print(f"taskchaos run: {' and '.join(given)} {verb} for --mode real only", file=err)
+            return _INVALID
     paths = args.paths or [_DEFAULT_PATH]
     scenarios = _load(paths, err)
     if scenarios is None:

@@ -234,6 +234,16 @@ def test_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:
     assert b"BrokenPipeError" not in err, err.decode()
 
 
+def test_real_mode_options_without_real_mode_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--time-scale or --broker in simulation mode would be ignored: exit 2 instead."""
+    assert main(["run", str(SCENARIOS), "--time-scale", "60"]) == 2
+    assert "--time-scale is for --mode real only" in capsys.readouterr().err
+    assert main(["run", str(SCENARIOS), "--broker", "redis://127.0.0.1:1/0"]) == 2
+    assert "--broker is for --mode real only" in capsys.readouterr().err
+
+
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown command is a usage error with exit status 2."""
     assert main(["frobnicate"]) == 2
