@@ -1,11 +1,38 @@
-"""Fixtures of the taskchaos tests: a Redis URL nothing answers, and a record of connections."""
+"""Fixtures of the taskchaos tests: the test Redis, an unreachable Redis URL, connections made."""
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
 import pytest
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis URL; skipped without one or when it does not answer (failed in CI).
+
+    CI sets ``RESILIENCE_REQUIRE_SERVERS=1``, under which a missing server fails
+    the test instead of skipping it.
+    """
+    url = os.environ.get("RESILIENCE_TEST_REDIS_URL")
+    required = os.environ.get("RESILIENCE_REQUIRE_SERVERS") == "1"
+    message = "RESILIENCE_TEST_REDIS_URL is not set: start the servers with scripts/servers.sh"
+    if not url:
+        if required:
+            pytest.fail(f"{message} (RESILIENCE_REQUIRE_SERVERS=1 forbids skipping)")
+        pytest.skip(message)
+    import redis  # only the tests that need the server pay for the import
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        unreachable = f"Redis at RESILIENCE_TEST_REDIS_URL is unreachable: {exc}"
+        if required:
+            pytest.fail(unreachable)
+        pytest.skip(unreachable)
+    return url
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ turns a missing or unreachable Redis into a failure. The other tests need no ser
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from types import MappingProxyType
@@ -25,27 +24,6 @@ SCENARIOS = ROOT / "scenarios"
 REAL_RUN_LIMIT = 60.0
 
 
-def _redis_url() -> str:
-    """The test Redis URL, or skip (fail when servers are required)."""
-    url = os.environ.get("RESILIENCE_TEST_REDIS_URL")
-    required = os.environ.get("RESILIENCE_REQUIRE_SERVERS") == "1"
-    message = "RESILIENCE_TEST_REDIS_URL is not set: start the servers with scripts/servers.sh"
-    if not url:
-        if required:
-            pytest.fail(f"{message} (RESILIENCE_REQUIRE_SERVERS=1 forbids skipping)")
-        pytest.skip(message)
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        unreachable = f"Redis at RESILIENCE_TEST_REDIS_URL is unreachable: {exc}"
-        if required:
-            pytest.fail(unreachable)
-        pytest.skip(unreachable)
-    return url
-
-
 @pytest.fixture(autouse=True)
 def _in_root(monkeypatch: pytest.MonkeyPatch) -> None:
     """Scenario apps are imported from the project root, as ``taskchaos`` does."""
@@ -53,8 +31,7 @@ def _in_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT))
 
 
-def _real(name: str) -> tuple[ScenarioResult, ScenarioResult, float]:
-    url = _redis_url()
+def _real(name: str, url: str) -> tuple[ScenarioResult, ScenarioResult, float]:
     [scenario] = load_scenarios(SCENARIOS / f"{name}.yaml")
     simulated = run_scenario(scenario)
     began = time.perf_counter()
@@ -65,9 +42,9 @@ def _real(name: str) -> tuple[ScenarioResult, ScenarioResult, float]:
 # --------------------------------------------------------------------------- real runs
 
 
-def test_missing_config_agrees_with_the_simulation_on_a_real_worker() -> None:
+def test_missing_config_agrees_with_the_simulation_on_a_real_worker(redis_url: str) -> None:
     """missing-config on a real worker: same verdict, tasks, DLQ by type and firings."""
-    simulated, real, seconds = _real("missing-config")
+    simulated, real, seconds = _real("missing-config", redis_url)
 
     assert seconds < REAL_RUN_LIMIT
     assert compare(simulated, real) == []
@@ -84,9 +61,9 @@ def test_missing_config_agrees_with_the_simulation_on_a_real_worker() -> None:
     assert 9.5 * 60 <= real.measures["virtual_duration"] <= REAL_RUN_LIMIT * 60
 
 
-def test_db_failover_agrees_with_the_simulation_on_a_real_worker() -> None:
+def test_db_failover_agrees_with_the_simulation_on_a_real_worker(redis_url: str) -> None:
     """db-failover on a real worker: every job created once after the failover window."""
-    simulated, real, seconds = _real("db-failover")
+    simulated, real, seconds = _real("db-failover", redis_url)
 
     assert seconds < REAL_RUN_LIMIT
     assert compare(simulated, real) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import threading
@@ -701,32 +700,11 @@ def test_each_simulation_reads_only_its_own_results() -> None:
     assert key not in cache._DUMMY_CLIENT_CACHE
 
 
-def _redis_url() -> str:
-    """The test Redis URL, or skip (fail when servers are required), as test_real_mode does."""
-    url = os.environ.get("RESILIENCE_TEST_REDIS_URL")
-    required = os.environ.get("RESILIENCE_REQUIRE_SERVERS") == "1"
-    message = "RESILIENCE_TEST_REDIS_URL is not set: start the servers with scripts/servers.sh"
-    if not url:
-        if required:
-            pytest.fail(f"{message} (RESILIENCE_REQUIRE_SERVERS=1 forbids skipping)")
-        pytest.skip(message)
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        unreachable = f"Redis at RESILIENCE_TEST_REDIS_URL is unreachable: {exc}"
-        if required:
-            pytest.fail(unreachable)
-        pytest.skip(unreachable)
-    return url
-
-
 def test_a_real_redis_result_backend_gets_no_key_and_comes_back(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     """A real Redis as broker and backend: the run writes nothing there and connects to none."""
-    url = _redis_url()
+    url = redis_url
     work = Workload(broker=url, backend=url)
     original = work.app.backend
     attempted: list[Any] = []
