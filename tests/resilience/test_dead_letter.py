@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -1012,27 +1011,6 @@ def lost_replay(dlq: DeadLetterQueue, **fields: object) -> DeadLetterRecord:
     return dlq.retry(record.id, actor="ann")
 
 
-class Interleaved:
-    """A dead-letter role that runs ``hook`` once, just before the next compare-and-set.
-
-    ``hook`` is another operator acting on the record after this one has read and
-    checked it: the deterministic form of a race.
-    """
-
-    def __init__(self, role: MemoryDeadLetterStore) -> None:
-        self._role = role
-        self.hook: Callable[[], object] | None = None
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._role, name)
-
-    def compare_and_set(self, expected_version: int, record: DeadLetterRecord) -> bool:
-        hook, self.hook = self.hook, None
-        if hook is not None:
-            hook()
-        return self._role.compare_and_set(expected_version, record)
-
-
 def test_a_retrying_record_within_its_lease_is_refused() -> None:
     """Its replay may still run: retry() refuses, naming the lease and the replay's age."""
     replay = Replayer()
@@ -1149,62 +1127,6 @@ def test_bulk_retry_takes_over_stale_records_and_skips_fresh_ones() -> None:
     result = dlq.bulk_retry(ids=[stale.id, fresh.id], actor="ops")
     assert result.retried == (stale.id,)
     assert dict(result.skipped) == {fresh.id: "status is RETRYING"}
-
-
-@pytest.mark.parametrize("winner", ["retry", "process_due"])
-@pytest.mark.parametrize("loser", ["retry", "process_due"])
-def test_two_takeovers_of_one_stale_record_one_wins(winner: str, loser: str) -> None:
-    """Both read the stale record; the winner writes first; the loser's CAS fails, it re-reads."""
-    role = Interleaved(MemoryDeadLetterStore())
-    clock = FakeClock(start=START)
-    replays = {"ann": Replayer(), "bob": Replayer()}
-    ann = DeadLetterQueue(role, clock=clock, replay=replays["ann"])  # type: ignore[arg-type]
-    bob = DeadLetterQueue(role._role, clock=clock, replay=replays["bob"])
-    record = lost_replay(bob)
-    clock.advance(REPLAY_LEASE)
-    act: dict[str, Callable[[DeadLetterQueue, str], object]] = {
-        "retry": lambda dlq, actor: dlq.retry(record.id, actor=actor),
-        "process_due": lambda dlq, actor: dlq.process_due(),
-    }
-    role.hook = lambda: act[winner](bob, "bob")
-    if loser == "retry":
-        with pytest.raises(DeadLetterConflict) as info:
-            act[loser](ann, "ann")
-        assert info.value.status == "RETRYING"
-    else:
-        assert act[loser](ann, "ann") == []
-    assert replays["ann"].calls == []
-    assert replays["bob"].calls == [record.id, record.id]
-    final = dlq_history(bob, record.id)
-    assert final.count("take_over") == 1
-    assert final[-2:] == ["take_over", "enqueued"]
-
-
-def test_threads_racing_to_take_over_stale_records_replay_each_once() -> None:
-    """Operators retrying and beat runs, eight threads at once: one takeover per record."""
-    replay = Replayer()
-    dlq, clock = make_queue(replay=replay)
-    records = [lost_replay(dlq) for _ in range(20)]
-    clock.advance(REPLAY_LEASE)
-    barrier = threading.Barrier(8)
-
-    def race(number: int) -> None:
-        barrier.wait()
-        if number % 2:
-            dlq.process_due()
-            return
-        for record in records:
-            with contextlib.suppress(DeadLetterConflict):
-                dlq.retry(record.id, actor=f"op-{number}")
-
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(replay.calls) == sorted([r.id for r in records] * 2)
-    for record in records:
-        assert dlq_history(dlq, record.id).count("take_over") == 1
 
 
 def dlq_history(dlq: DeadLetterQueue, record_id: str) -> list[str]:

@@ -263,29 +263,36 @@ def test_stale_retrying_records_are_taken_over_and_fresh_ones_refused(store: Sto
     assert dlq.retry(fresh.id, actor="bob").history[-2].action == "take_over"
 
 
-def test_two_takeovers_of_a_stale_record_one_wins(store: Store) -> None:
+@pytest.mark.parametrize("winner", ["retry", "process_due"])
+@pytest.mark.parametrize("loser", ["retry", "process_due"])
+def test_two_takeovers_of_a_stale_record_one_wins(store: Store, winner: str, loser: str) -> None:
     """Both check the stale record; the winner writes first; the loser's CAS fails, it re-reads."""
-    replays = (Replayer(), Replayer())
+    replays = {"ann": Replayer(), "bob": Replayer()}
     role = Interleaved(store.dead_letters)
     clock = FakeClock(start=START)
     bundle: Any = SimpleNamespace(dead_letters=role)  # a store whose role is interleaved
-    ann = DeadLetterQueue(bundle, clock=clock, replay=replays[0])
-    bob = DeadLetterQueue(store, clock=clock, replay=replays[1])
+    ann = DeadLetterQueue(bundle, clock=clock, replay=replays["ann"])
+    bob = DeadLetterQueue(store, clock=clock, replay=replays["bob"])
     record = bob.retry(bob.add(task_name="sync", exc=ValueError("x")).id, actor="beat")
     clock.advance(REPLAY_LEASE)
-    role.hook = lambda: bob.retry(record.id, actor="bob")
-    with pytest.raises(DeadLetterConflict) as info:
-        ann.retry(record.id, actor="ann")
-    assert info.value.status == "RETRYING"
-    clock.advance(REPLAY_LEASE)
-    role.hook = bob.process_due
-    assert ann.process_due() == []  # bob's beat run got there first
-    assert replays[0].calls == []
-    assert replays[1].calls == [record.id] * 3
+    act: dict[str, Callable[[DeadLetterQueue, str], object]] = {
+        "retry": lambda dlq, actor: dlq.retry(record.id, actor=actor),
+        "process_due": lambda dlq, actor: dlq.process_due(),
+    }
+    role.hook = lambda: act[winner](bob, "bob")
+    if loser == "retry":
+        with pytest.raises(DeadLetterConflict) as info:
+            act[loser](ann, "ann")
+        assert info.value.status == "RETRYING"
+    else:
+        assert act[loser](ann, "ann") == []  # bob got there first
+    assert replays["ann"].calls == []
+    assert replays["bob"].calls == [record.id, record.id]
     final = store.dead_letters.get(record.id)
     assert final is not None
-    assert [h.action for h in final.history].count("take_over") == 2
-    assert [h.actor for h in final.history if h.action == "take_over"] == ["bob", "process_due"]
+    actions = [h.action for h in final.history]
+    assert actions.count("take_over") == 1
+    assert actions[-2:] == ["take_over", "enqueued"]
 
 
 def test_racing_takeovers_replay_each_stale_record_once(store: Store) -> None:
