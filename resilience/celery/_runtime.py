@@ -243,14 +243,9 @@ def install(
         "timezone": timezone,
         "peak_hours": peak_hours,
     }
+    _check_store(store)
     if isinstance(store, str):
         given["store"] = store
-    elif store is not None and not hasattr(store, "idempotency"):
-        raise ConfigurationError(
-            f"store must be a store URL or a Store, got {store!r}",
-            key="store",
-            value=type(store).__name__,
-        )
     arguments = {k: v for k, v in given.items() if v is not None}
     settings = resolve_settings(arguments, app.conf)
     if engine is not None and settings.policies:
@@ -327,12 +322,7 @@ def installed(
     if previous is None:
         runtime = install(app, store=store, clock=clock, rng=rng)
     else:
-        if store is not None and not isinstance(store, str) and not hasattr(store, "idempotency"):
-            raise ConfigurationError(
-                f"store must be a store URL or a Store, got {store!r}",
-                key="store",
-                value=type(store).__name__,
-            )
+        _check_store(store)
         opened: Store = (
             store if store is not None and not isinstance(store, str) else (open_store(store))
         )
@@ -391,6 +381,16 @@ def _engine(
         clock=clock,
         rng=rng,
     )
+
+
+def _check_store(store: object) -> None:
+    """Refuse a ``store=`` that is neither a URL nor a Store, naming the argument."""
+    if store is not None and not isinstance(store, str) and not hasattr(store, "idempotency"):
+        raise ConfigurationError(
+            f"store must be a store URL or a Store, got {store!r}",
+            key="store",
+            value=type(store).__name__,
+        )
 
 
 def _activate(app: Any, runtime: Resilience) -> None:
