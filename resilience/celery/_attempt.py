@@ -350,7 +350,7 @@ def fail(
         failures,
         priority=plan.priority,
         queue=queue,
-        context=_context(plan, task, request, failures=failures, queue=queue),
+        context=_context(plan, task, request, queue=queue),
     )
     on_decision.send(sender=task, request=request, exception=exc, decision=decision)
     failure_type = decision.classification.failure_type
@@ -576,16 +576,15 @@ def _report(
     )
 
 
-def _context(
-    plan: TaskPlan, task: Any, request: Any, *, failures: int, queue: str | None
-) -> dict[str, object]:
+def _context(plan: TaskPlan, task: Any, request: Any, *, queue: str | None) -> dict[str, object]:
     """What the classifier's context rules can use from this run (keys it reads, and ids).
 
-    ``retry_count`` and, for a capped task, ``max_retries`` (retries exhausted);
-    ``soft_time_limit`` / ``time_limit`` as the worker applies them: the message's
-    own limits, else the task's. The run's execution time is not known here.
+    For a capped task ``max_retries`` (retries exhausted); ``soft_time_limit`` /
+    ``time_limit`` as the worker applies them: the message's own limits, else the
+    task's. The engine adds ``retry_count`` itself. The run's execution time is not
+    known here.
     """
-    context: dict[str, object] = {"task_id": request.id, "queue": queue, "retry_count": failures}
+    context: dict[str, object] = {"task_id": request.id, "queue": queue}
     if plan.max_retries is not None:
         context["max_retries"] = plan.max_retries
     hard = soft = None
